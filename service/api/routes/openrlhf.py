@@ -1,0 +1,67 @@
+"""POST /get_reward: OpenRLHF's remote reward model protocol."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service.api.cancellation import with_cancellation
+from service.api.deps import GroupHeader, ReadyRuntime
+from service.api.routes.common import SCORING_ERRORS, resolve_group, score_with_timeout
+from service.errors import ErrorType, ServiceError, error_responses
+from service.schemas.openrlhf import GetRewardRequest, GetRewardResponse
+from service.scoring import ScoreInput
+
+router = APIRouter(tags=["openrlhf"])
+
+
+def response_part(query: str, prompt: str | None) -> str:
+    """The response inside an already-templated query (for the bias features)."""
+    if prompt is not None and query.startswith(prompt):
+        return query[len(prompt) :]
+    return query
+
+
+@router.post(
+    "/get_reward",
+    response_model=GetRewardResponse,
+    responses=error_responses(*SCORING_ERRORS),
+    summary="OpenRLHF remote reward (v0.8 batches and v0.9+ single samples)",
+)
+@with_cancellation
+async def get_reward(
+    body: GetRewardRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
+) -> GetRewardResponse:
+    """``query`` holds templated prompt+response texts, scored as they are. The response part
+    (measured for calibration) is ``query[len(prompt):]`` when ``prompts`` are given and the
+    query starts with its prompt, else the whole query. ``rewards`` and ``scores`` are
+    calibrated; ``extra_logs`` carries the raw reward and the response length."""
+    runtime.scoring.check_count(len(body.query), what="queries")
+    if body.prompts is not None and len(body.prompts) != len(body.query):
+        raise ServiceError(
+            ErrorType.VALIDATION,
+            f"prompts has {len(body.prompts)} entries for {len(body.query)} queries",
+        )
+    prompts: list[str | None] = list(body.prompts) if body.prompts else [None] * len(body.query)
+    inputs = [
+        ScoreInput(text=query, response=response_part(query, prompt))
+        for query, prompt in zip(body.query, prompts, strict=True)
+    ]
+    result = await score_with_timeout(
+        runtime,
+        inputs,
+        group=resolve_group(body.calibration_group, header_group),
+        observe=body.observe,
+    )
+    rewards = [it.reward for it in result.items]
+    version = float(result.curve.version)
+    return GetRewardResponse(
+        rewards=rewards,
+        scores=rewards,
+        extra_logs={
+            "raw_reward": [it.raw_reward for it in result.items],
+            "bias": [it.bias for it in result.items],
+            "response_chars": [it.features["chars"] for it in result.items],
+            "response_tokens": [it.features["tokens"] for it in result.items],
+            "calibration_version": [version] * len(result.items),
+        },
+    )

@@ -1,0 +1,169 @@
+"""POST /classify and POST /pooling in vLLM's shapes (vLLM clients, verl).
+
+``data[i].probs`` (and ``data[i].data`` on /pooling) hold the calibrated score, passed
+through a sigmoid unless the request sends ``use_activation: false`` (or the legacy
+``activation: false``), exactly as vLLM treats a one-label model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+
+from fastapi import APIRouter, Request
+
+from service.api.cancellation import with_cancellation
+from service.api.deps import GroupHeader, ReadyRuntime
+from service.api.routes.common import (
+    SCORING_ERRORS,
+    calibration_info,
+    resolve_group,
+    resolve_model,
+    score_with_timeout,
+)
+from service.errors import ErrorType, ServiceError, error_responses
+from service.runtime import Runtime
+from service.schemas.vllm_compat import (
+    ClassifyDatum,
+    ClassifyRequest,
+    ClassifyResponse,
+    PoolingDatum,
+    PoolingResponse,
+    VllmUsage,
+)
+from service.scoring import ScoreInput, ScoreResult
+
+router = APIRouter(tags=["vllm"])
+
+
+def _activation(value: float, apply: bool) -> float:
+    if not apply:
+        return value
+    if value >= 0:
+        return 1.0 / (1.0 + math.exp(-value))
+    e = math.exp(value)
+    return e / (1.0 + e)
+
+
+def _inputs(body: ClassifyRequest) -> list[ScoreInput]:
+    if body.messages is not None:
+        return [ScoreInput(messages=tuple(m.model_dump() for m in body.messages))]
+    value = body.input
+    if isinstance(value, str):
+        return [ScoreInput(text=value)]
+    assert isinstance(value, list)
+    if all(isinstance(v, str) for v in value):
+        return [ScoreInput(text=str(v)) for v in value]
+    if all(isinstance(v, int) for v in value):
+        return [ScoreInput(token_ids=tuple(v for v in value if isinstance(v, int)))]
+    if all(isinstance(v, list) for v in value):
+        return [ScoreInput(token_ids=tuple(int(t) for t in v)) for v in value]  # type: ignore[union-attr]
+    raise ServiceError(ErrorType.VALIDATION, "input must be text(s) or token id list(s)")
+
+
+def _max_tokens(runtime: Runtime, body: ClassifyRequest) -> int | None:
+    requested = body.truncate_prompt_tokens
+    if requested is None or requested == -1:
+        return None
+    limit = runtime.scoring.max_input_tokens
+    if requested > limit:
+        raise ServiceError(
+            ErrorType.INVALID_REQUEST,
+            f"truncate_prompt_tokens ({requested}) exceeds the model's limit ({limit})",
+        )
+    if requested == 0:
+        raise ServiceError(ErrorType.INVALID_REQUEST, "truncate_prompt_tokens must be positive")
+    return requested
+
+
+async def _score(
+    body: ClassifyRequest, runtime: Runtime, header_group: str | None
+) -> tuple[str, ScoreResult]:
+    model = resolve_model(runtime, body.model)
+    if body.task not in (None, "classify"):
+        raise ServiceError(
+            ErrorType.INVALID_REQUEST,
+            f"task {body.task!r} is not supported; this server serves reward models (classify)",
+        )
+    inputs = _inputs(body)
+    runtime.scoring.check_count(len(inputs), what="inputs")
+    result = await score_with_timeout(
+        runtime,
+        inputs,
+        group=resolve_group(body.calibration_group, header_group),
+        observe=body.observe,
+        max_tokens=_max_tokens(runtime, body),
+    )
+    return model, result
+
+
+def _usage(result: ScoreResult) -> VllmUsage:
+    return VllmUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens)
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    responses=error_responses(*SCORING_ERRORS),
+    summary="vLLM-compatible classify (calibrated reward in probs)",
+)
+@with_cancellation
+async def classify(
+    body: ClassifyRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
+) -> ClassifyResponse:
+    """vLLM's ``/classify``. Text ``input`` is already templated and scored as is; its whole
+    text is the response for the bias features. ``messages`` use the model's chat template
+    and their last assistant turn is the response."""
+    model, result = await _score(body, runtime, header_group)
+    apply = body.apply_activation
+    return ClassifyResponse(
+        id=f"classify-{uuid.uuid4().hex}",
+        created=int(time.time()),
+        model=model,
+        data=[
+            ClassifyDatum(
+                index=it.index,
+                label="LABEL_0",
+                probs=[_activation(it.reward, apply)],
+                raw_reward=it.raw_reward,
+                reward=it.reward,
+            )
+            for it in result.items
+        ],
+        usage=_usage(result),
+        calibration=calibration_info(result),
+    )
+
+
+@router.post(
+    "/pooling",
+    response_model=PoolingResponse,
+    responses=error_responses(*SCORING_ERRORS),
+    summary="vLLM-compatible pooling with task classify (verl)",
+)
+@with_cancellation
+async def pooling(
+    body: ClassifyRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
+) -> PoolingResponse:
+    """vLLM's ``/pooling`` for a classify task: ``data[i].data`` (and ``data[i].probs``)
+    hold ``[calibrated score]``."""
+    model, result = await _score(body, runtime, header_group)
+    apply = body.apply_activation
+    return PoolingResponse(
+        id=f"pool-{uuid.uuid4().hex}",
+        created=int(time.time()),
+        model=model,
+        data=[
+            PoolingDatum(
+                index=it.index,
+                data=[_activation(it.reward, apply)],
+                probs=[_activation(it.reward, apply)],
+                raw_reward=it.raw_reward,
+                reward=it.reward,
+            )
+            for it in result.items
+        ],
+        usage=_usage(result),
+        calibration=calibration_info(result),
+    )

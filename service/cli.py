@@ -1,0 +1,180 @@
+"""The ``rewardcal`` command: serve, build-default-model, build-tiny-model.
+
+``rewardcal serve --max-batch-size 64`` overrides ``REWARDCAL_MAX_BATCH_SIZE``: every
+settings field is a flag, generated from the one settings object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.config import Settings
+
+EXIT_BAD_CONFIG = 2
+EXIT_START_FAILED = 1
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for name, field in Settings.model_fields.items():
+        help_text = (field.description or "").replace("%", "%%")
+        if field.annotation is bool:
+            parser.add_argument(
+                _flag(name),
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(_flag(name), dest=name, default=None, help=help_text)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in Settings.model_fields
+        if getattr(args, name, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def _one_line(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item.get("loc", ()))
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {message}" if loc else message)
+    return "; ".join(parts)
+
+
+def _load_settings(args: argparse.Namespace) -> Settings:
+    try:
+        return settings_from_args(args)
+    except ValidationError as exc:
+        print(f"rewardcal: invalid settings: {_one_line(exc)}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_CONFIG) from None
+
+
+def _banner(settings: Settings, model_id: str) -> str:
+    base = f"http://{settings.host}:{settings.port}"
+    auth = ' -H "Authorization: Bearer $KEY"' if settings.api_keys else ""
+    return (
+        f"rewardcal: serving {model_id!r} ({settings.backend}) on {base}\n"
+        f"  ready?   curl {base}/ready{auth}\n"
+        f"  score:   curl {base}/v1/rewards{auth} -H 'Content-Type: application/json' "
+        """-d '{"items":[{"prompt":"What is 2+2?","response":"4."}]}'\n"""
+        f"  docs:    {base}/docs    metrics: {base}/metrics\n"
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.api import create_app
+
+    settings = _load_settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    model_path = settings.model_path
+    if model_path is None:
+        from service.default_model import ensure_default_model
+
+        model_path = ensure_default_model(settings.cache_dir, progress=True)
+    elif not model_path.exists():
+        print(f"rewardcal: model path {model_path} does not exist", file=sys.stderr)
+        return EXIT_START_FAILED
+
+    server_holder: dict[str, uvicorn.Server] = {}
+
+    def on_fatal(_message: str) -> None:
+        server = server_holder.get("server")
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, model_path, on_fatal=on_fatal)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    server_holder["server"] = server
+    model_id = settings.served_model_name or model_path.name
+    print(_banner(settings, model_id), flush=True)
+    server.run()
+    if app.state.fatal_error:
+        print(f"rewardcal: model failed to load: {app.state.fatal_error}", file=sys.stderr)
+        return EXIT_START_FAILED
+    return 0
+
+
+def cmd_build_default_model(args: argparse.Namespace) -> int:
+    from service.default_model import build_default_model, ensure_default_model
+
+    settings = _load_settings(args)
+    cache_dir = settings.cache_dir
+    if args.force:
+        path = build_default_model(cache_dir, progress=True, force=True)
+    else:
+        path = ensure_default_model(cache_dir, progress=True)
+    print(path)
+    return 0
+
+
+def cmd_build_tiny_model(args: argparse.Namespace) -> int:
+    from service.tiny_models import build_tiny_reward_model
+
+    path = build_tiny_reward_model(args.arch, Path(args.out), seed=args.seed)
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rewardcal", description="Reward-model serving with online length-bias calibration"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve a reward model over HTTP")
+    add_settings_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    build = sub.add_parser(
+        "build-default-model", help="fine-tune the embedded default reward model (offline)"
+    )
+    add_settings_flags(build)
+    build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    build.set_defaults(func=cmd_build_default_model)
+
+    tiny = sub.add_parser("build-tiny-model", help="build a tiny random reward model (tests)")
+    tiny.add_argument("arch", choices=["llama", "qwen2", "bert"])
+    tiny.add_argument("out")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=cmd_build_tiny_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Prometheus metrics: one prefix, seconds as the unit, buckets chosen per quantity.
+
+Each app gets its own ``CollectorRegistry`` (tests build many apps; a global registry
+would leak series between them). Bias-drift metrics live with the calibration streams.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "rewardcal"
+
+# Geometric: request latencies span a millisecond (one cached item) to minutes (a large
+# request behind a full queue).
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+)
+# Powers of two: batch sizes and token counts are set in powers of two.
+BATCH_SIZE_BUCKETS = tuple(float(2**k) for k in range(0, 11))
+BATCH_TOKEN_BUCKETS = tuple(float(2**k) for k in range(5, 19))
+
+
+class ServingMetrics:
+    """Serving-path metrics (requests, queue, batches, inference)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests_total = Counter(
+            f"{PREFIX}_requests_total",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth_gauge = Gauge(
+            f"{PREFIX}_queue_depth", "Inputs waiting for a batch", registry=registry
+        )
+        self.queue_duration = Histogram(
+            f"{PREFIX}_queue_duration_seconds",
+            "Time an input waited before its batch ran",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            f"{PREFIX}_batch_size",
+            "Inputs per forward pass",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.batch_tokens = Histogram(
+            f"{PREFIX}_batch_tokens",
+            "Padded tokens per forward pass",
+            buckets=BATCH_TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self.inference_duration = Histogram(
+            f"{PREFIX}_inference_duration_seconds",
+            "Backend time per batch",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.items_total = Counter(
+            f"{PREFIX}_items_total", "Scored inputs by model", ["model"], registry=registry
+        )
+        self.errors_total = Counter(
+            f"{PREFIX}_errors_total",
+            "Failed requests by error type",
+            ["type"],
+            registry=registry,
+        )
+        self.rejected_total = Counter(
+            f"{PREFIX}_rejected_items_total",
+            "Inputs refused by admission control (503)",
+            registry=registry,
+        )
+
+    def queue_depth(self, depth: int) -> None:
+        self.queue_depth_gauge.set(depth)
+
+    def queue_time(self, seconds: float) -> None:
+        self.queue_duration.observe(seconds)
+
+    def batch(self, size: int, padded_tokens: int) -> None:
+        self.batch_size.observe(size)
+        self.batch_tokens.observe(padded_tokens)
+
+    def inference_time(self, seconds: float) -> None:
+        self.inference_duration.observe(seconds)
+
+    def rejected(self, count: int) -> None:
+        self.rejected_total.inc(count)
+
+    def request(self, route: str, status: int, seconds: float) -> None:
+        self.requests_total.labels(route=route, status=str(status)).inc()
+        self.request_duration.labels(route=route).observe(seconds)
+
+    def error(self, error_type: str) -> None:
+        self.errors_total.labels(type=error_type).inc()
+
+    def items(self, model: str, count: int) -> None:
+        self.items_total.labels(model=model).inc(count)

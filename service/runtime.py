@@ -1,0 +1,80 @@
+"""The objects behind the routes, built in the app's lifespan and torn down in its finally."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from service.backends import BackendStartError, RewardBackend, create_backend
+from service.calibration import CalibrationEngine
+from service.config import Settings
+from service.metrics import ServingMetrics
+from service.scheduler import BatchPolicy, Scheduler
+from service.scoring import ScoringService
+
+logger = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        model_path: Path,
+        backend: RewardBackend | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.model_path = model_path
+        self.model_id = settings.served_model_name or model_path.name
+        self.created = int(time.time())
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = ServingMetrics(self.registry)
+        self.backend = backend if backend is not None else create_backend(settings, model_path)
+        self.scheduler = Scheduler(
+            self.backend,
+            BatchPolicy(
+                max_batch_tokens=settings.max_batch_tokens,
+                max_batch_size=settings.max_batch_size,
+                max_wait_s=settings.max_wait_ms / 1000.0,
+                max_queue=settings.max_queue,
+                retry_after_s=settings.retry_after_s,
+            ),
+            self.metrics,
+        )
+        self.calibration = CalibrationEngine(method=settings.calibration_method)
+        self.scoring = ScoringService(
+            model_id=self.model_id,
+            backend=self.backend,
+            scheduler=self.scheduler,
+            calibration=self.calibration,
+            max_items=settings.max_items_per_request,
+            truncation=settings.truncation,
+            max_input_tokens=settings.max_input_tokens,
+            metrics=self.metrics,
+        )
+        self.ready = asyncio.Event()
+        self.start_error: str | None = None
+
+    async def start(self) -> None:
+        """Load the model, then open the scheduler. Failure is recorded as one line."""
+        try:
+            await self.backend.start()
+        except BackendStartError as exc:
+            self.start_error = str(exc)
+            raise
+        except Exception as exc:
+            self.start_error = f"backend {self.backend.name} failed to start: {exc}"
+            raise BackendStartError(self.start_error) from exc
+        await self.scheduler.start()
+        self.ready.set()
+        logger.info("model %s ready on backend %s", self.model_id, self.backend.name)
+
+    async def stop(self) -> None:
+        self.ready.clear()
+        await self.scheduler.stop()
+        self.scoring.close()
+        await self.backend.stop()

@@ -1,0 +1,222 @@
+"""Dynamic batching across requests, with admission control.
+
+One asyncio task owns the queue (TEI's queue, Ray Serve's ``_BatchQueue``). Requests put
+their tokenized inputs in; the task fills a batch up to a token budget and a size cap,
+sends it when full or when its oldest input has waited ``max_wait``, sorts it by length
+(less padding), and awaits the backend, which runs inference off the event loop.
+
+Admission is decided at once: when accepting a request would put more than ``max_queue``
+inputs in flight, it is refused with 503 + Retry-After instead of queueing without bound.
+A request whose client went away cancels its futures; cancelled inputs are skipped before
+inference and stop counting against the queue immediately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from service.backends.base import RewardBackend
+from service.errors import ErrorType, Overloaded, ServiceError
+from service.metrics import ServingMetrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_batch_tokens: int
+    """Budget of one batch in padded tokens: batch size x longest input."""
+    max_batch_size: int
+    max_wait_s: float
+    max_queue: int
+    retry_after_s: int = 1
+
+
+@dataclass
+class _Entry:
+    token_ids: Sequence[int]
+    future: asyncio.Future[float]
+    enqueued_at: float = field(default_factory=time.monotonic)
+
+
+def padded_cost(batch_size: int, longest: int) -> int:
+    """Tokens a padded batch computes over: what the token budget limits."""
+    return batch_size * longest
+
+
+class Scheduler:
+    def __init__(
+        self,
+        backend: RewardBackend,
+        policy: BatchPolicy,
+        metrics: ServingMetrics | None = None,
+    ) -> None:
+        self._backend = backend
+        self._policy = policy
+        self._metrics = metrics
+        self._queue: collections.deque[_Entry] = collections.deque()
+        self._pending = 0  # inputs accepted and not yet answered (queued or in a batch)
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._in_batch: list[_Entry] = []  # taken off the queue, not yet answered
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for e in self._queue if not e.future.done())
+
+    async def start(self) -> None:
+        if self._task is None and not self._backend.limits.batches_itself:
+            self._task = asyncio.create_task(self._run(), name="rewardcal-scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for entry in [*self._in_batch, *self._queue]:
+            if not entry.future.done():
+                entry.future.set_exception(
+                    ServiceError(ErrorType.NOT_READY, "the service is shutting down")
+                )
+        self._queue.clear()
+        self._in_batch = []
+
+    def _admit(self, count: int) -> None:
+        if self._pending + count > self._policy.max_queue:
+            if self._metrics is not None:
+                self._metrics.rejected(count)
+            raise Overloaded(
+                f"server overloaded: {self._pending} inputs in flight, queue holds "
+                f"{self._policy.max_queue}; retry later",
+                self._policy.retry_after_s,
+            )
+
+    async def submit(self, inputs: Sequence[Sequence[int]]) -> list[float]:
+        """Score inputs; raises Overloaded (503) at once when the queue is full."""
+        if not inputs:
+            return []
+        self._admit(len(inputs))
+        if self._backend.limits.batches_itself:
+            return await self._forward_directly(inputs)
+        if self._task is None:
+            raise ServiceError(ErrorType.NOT_READY, "the model is not loaded yet")
+
+        loop = asyncio.get_running_loop()
+        entries = [_Entry(ids, loop.create_future()) for ids in inputs]
+        for entry in entries:
+            entry.future.add_done_callback(self._on_done)
+        self._pending += len(entries)
+        self._queue.extend(entries)
+        self._observe_depth()
+        self._wakeup.set()
+        try:
+            return list(await asyncio.gather(*(e.future for e in entries)))
+        except BaseException:
+            # Client gone, timeout, or a failed batch: nothing of ours should still run.
+            for entry in entries:
+                entry.future.cancel()
+            raise
+
+    async def _forward_directly(self, inputs: Sequence[Sequence[int]]) -> list[float]:
+        # Engines that batch continuously (vLLM) get requests at once: batching here too
+        # would only add latency. Admission control still bounds what is in flight.
+        self._pending += len(inputs)
+        try:
+            return await self._backend.score(inputs)
+        finally:
+            self._pending -= len(inputs)
+
+    def _on_done(self, _future: asyncio.Future[float]) -> None:
+        self._pending -= 1
+
+    def _observe_depth(self) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_depth(self.queued)
+
+    # ---- the batching task ------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            await self._wait_for_input()
+            batch = await self._collect_batch()
+            if batch:
+                await self._execute(batch)
+
+    async def _wait_for_input(self) -> None:
+        while not self._drop_cancelled_head():
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _drop_cancelled_head(self) -> bool:
+        """Pop inputs whose request went away; True when a live input is at the head."""
+        while self._queue and self._queue[0].future.done():
+            self._queue.popleft()
+        return bool(self._queue)
+
+    async def _collect_batch(self) -> list[_Entry]:
+        policy = self._policy
+        deadline = self._queue[0].enqueued_at + policy.max_wait_s
+        batch: list[_Entry] = []
+        self._in_batch = batch
+        longest = 0
+        while True:
+            full = False
+            while self._drop_cancelled_head():
+                candidate = self._queue[0]
+                new_longest = max(longest, len(candidate.token_ids))
+                fits = padded_cost(len(batch) + 1, new_longest) <= policy.max_batch_tokens
+                if batch and not fits:
+                    full = True
+                    break
+                batch.append(self._queue.popleft())
+                longest = new_longest
+                if len(batch) >= policy.max_batch_size:
+                    full = True
+                    break
+            remaining = deadline - time.monotonic()
+            if full or remaining <= 0:
+                break
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+        self._observe_depth()
+        return batch
+
+    async def _execute(self, batch: list[_Entry]) -> None:
+        live = sorted((e for e in batch if not e.future.done()), key=lambda e: len(e.token_ids))
+        if not live:
+            return
+        started = time.monotonic()
+        if self._metrics is not None:
+            for entry in live:
+                self._metrics.queue_time(started - entry.enqueued_at)
+            longest = max(len(e.token_ids) for e in live)
+            self._metrics.batch(len(live), padded_cost(len(live), longest))
+        try:
+            rewards = await self._backend.score([e.token_ids for e in live])
+            if len(rewards) != len(live):
+                raise RuntimeError(f"backend returned {len(rewards)} scores for {len(live)}")
+        except Exception as exc:  # noqa: BLE001 - fail this batch only, keep serving
+            logger.exception("inference failed for a batch of %d inputs", len(live))
+            error = ServiceError(ErrorType.BACKEND, f"inference failed: {type(exc).__name__}")
+            for entry in live:
+                if not entry.future.done():
+                    entry.future.set_exception(error)
+            return
+        finally:
+            if self._metrics is not None:
+                self._metrics.inference_time(time.monotonic() - started)
+        for entry, reward in zip(live, rewards, strict=True):
+            if not entry.future.done():
+                entry.future.set_result(reward)

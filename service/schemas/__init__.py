@@ -1,0 +1,1 @@
+"""Request and response shapes of every protocol the service speaks."""

@@ -1,0 +1,47 @@
+"""Shapes shared by the protocols."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+
+class CalibrationInfo(BaseModel):
+    """Which curve calibrated a response: reproducible rewards need the version."""
+
+    group: str = Field(description="Calibration stream (one per training run).")
+    version: int = Field(description="Curve version; 0 before the first fit.")
+    status: str = Field(
+        description="uncalibrated (method none), warming_up (fewer than min_samples: "
+        "reward = raw), reference (a loaded reference curve), calibrated, frozen."
+    )
+    method: str = Field(description="lowess, mean, penalty or none.")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class CalibrationOptions(BaseModel):
+    """Fields every scoring request may carry."""
+
+    calibration_group: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Calibration stream; the X-Calibration-Group header also sets it. "
+        "Default: `default`.",
+    )
+    observe: bool = Field(
+        default=True,
+        description="Add this request's (length, reward) samples to the stream's window. "
+        "Set false for evaluation traffic so it does not move the training curve.",
+    )

@@ -1,0 +1,100 @@
+"""vLLM's /classify and /pooling shapes, as vLLM clients and verl send them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.schemas.common import CalibrationInfo, ChatMessage
+
+InputType = str | list[str] | list[int] | list[list[int]]
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [{"model": "default-rm", "input": ["user: hi\nassistant: hello\n"]}]
+        },
+    )
+
+    model: str | None = None
+    input: InputType | None = Field(
+        default=None,
+        description="Templated text(s) or token ids. The whole text is the response for "
+        "the bias feature.",
+    )
+    messages: list[ChatMessage] | None = Field(
+        default=None, description="A conversation, rendered with the model's chat template."
+    )
+    use_activation: bool | None = Field(
+        default=None,
+        description="Apply sigmoid to the score (vLLM default: true); false for raw rewards.",
+    )
+    activation: bool | None = Field(default=None, description="Legacy name of use_activation.")
+    truncate_prompt_tokens: int | None = Field(
+        default=None, ge=-1, description="Keep the last k tokens; -1 = the model's limit."
+    )
+    task: str | None = Field(default=None, description="/pooling only: classify (or absent).")
+    calibration_group: str | None = Field(default=None, max_length=64)
+    observe: bool = True
+
+    @model_validator(mode="after")
+    def _one_input(self) -> ClassifyRequest:
+        if (self.input is None) == (self.messages is None):
+            raise ValueError("give exactly one of input or messages")
+        if isinstance(self.input, list) and len(self.input) == 0:
+            raise ValueError("input is empty")
+        return self
+
+    @property
+    def apply_activation(self) -> bool:
+        if self.use_activation is not None:
+            return self.use_activation
+        if self.activation is not None:
+            return self.activation
+        return True
+
+
+class VllmUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+    completion_tokens: int = 0
+    prompt_tokens_details: None = None
+
+
+class ClassifyDatum(BaseModel):
+    index: int
+    label: str | None
+    probs: list[float] = Field(description="[calibrated score] (sigmoid of it if activation).")
+    num_classes: int = 1
+    raw_reward: float
+    reward: float
+
+
+class ClassifyResponse(BaseModel):
+    id: str
+    object: str = "list"
+    created: int
+    model: str
+    data: list[ClassifyDatum]
+    usage: VllmUsage
+    calibration: CalibrationInfo
+
+
+class PoolingDatum(BaseModel):
+    index: int
+    object: str = "pooling"
+    data: list[float] = Field(description="vLLM's pooled output: [calibrated score].")
+    probs: list[float] = Field(description="Same as data, for clients of /classify.")
+    raw_reward: float
+    reward: float
+
+
+class PoolingResponse(BaseModel):
+    id: str
+    object: str = "list"
+    created: int
+    model: str
+    data: list[PoolingDatum]
+    usage: VllmUsage
+    calibration: CalibrationInfo

@@ -1,0 +1,214 @@
+"""The scoring path shared by every protocol.
+
+inputs -> tokenize + features (tokenizer thread) -> scheduler (batching, admission)
+-> backend -> raw rewards -> calibration with the curve current at arrival -> results;
+then the observations go to the calibration stream (unless the request opted out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service import formatting
+from service.backends.base import RewardBackend
+from service.calibration import CalibrationEngine, CurveView
+from service.config import TruncationPolicy
+from service.errors import ErrorType, ServiceError
+from service.features import response_features
+from service.metrics import ServingMetrics
+from service.scheduler import Scheduler
+
+
+@dataclass(frozen=True)
+class ScoreInput:
+    """One thing to score, in whichever form the protocol delivered it.
+
+    Exactly one of ``messages``, ``text`` and ``token_ids`` is set. ``response`` is the part
+    whose bias features are measured (None: derived from messages or the decoded ids).
+    """
+
+    messages: tuple[Mapping[str, str], ...] | None = None
+    text: str | None = None
+    token_ids: tuple[int, ...] | None = None
+    response: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    index: int
+    reward: float
+    raw_reward: float
+    bias: float
+    features: dict[str, float]
+    input_tokens: int
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    model: str
+    curve: CurveView
+    items: list[ScoredItem]
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(item.input_tokens for item in self.items)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    token_ids: list[list[int]]
+    features: list[dict[str, float]]
+
+
+class ScoringService:
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        backend: RewardBackend,
+        scheduler: Scheduler,
+        calibration: CalibrationEngine,
+        max_items: int,
+        truncation: TruncationPolicy,
+        max_input_tokens: int | None = None,
+        metrics: ServingMetrics | None = None,
+    ) -> None:
+        self.model_id = model_id
+        self._backend = backend
+        self._scheduler = scheduler
+        self._calibration = calibration
+        self._max_items = max_items
+        self._truncation = truncation
+        self._configured_max_tokens = max_input_tokens
+        self._metrics = metrics
+        # Fast tokenizers are not safe to reconfigure (truncation) from several threads;
+        # one thread keeps tokenization serialized and off the event loop.
+        self._tokenizer_thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="rewardcal-tokenize"
+        )
+
+    @property
+    def max_input_tokens(self) -> int:
+        """The configured limit, capped by the model's context."""
+        model_limit = self._backend.limits.max_input_tokens
+        if self._configured_max_tokens is None:
+            return model_limit
+        return min(self._configured_max_tokens, model_limit)
+
+    def close(self) -> None:
+        self._tokenizer_thread.shutdown(wait=False, cancel_futures=True)
+
+    def check_count(self, count: int, what: str = "items") -> None:
+        if count == 0:
+            raise ServiceError(ErrorType.VALIDATION, f"no {what} to score")
+        if count > self._max_items:
+            raise ServiceError(
+                ErrorType.PAYLOAD_TOO_LARGE,
+                f"{count} {what} in one request; the limit is {self._max_items}",
+            )
+
+    async def score(
+        self,
+        inputs: Sequence[ScoreInput],
+        *,
+        group: str,
+        observe: bool = True,
+        max_tokens: int | None = None,
+    ) -> ScoreResult:
+        self.check_count(len(inputs))
+        curve = self._calibration.current(self.model_id, group)
+        limit = (
+            self.max_input_tokens if max_tokens is None else min(max_tokens, self.max_input_tokens)
+        )
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(
+            self._tokenizer_thread, self._prepare, list(inputs), limit
+        )
+        raw = await self._scheduler.submit(prepared.token_ids)
+        rewards, biases = curve.apply(prepared.features, raw)
+        if observe:
+            self._calibration.observe(self.model_id, group, prepared.features, raw)
+        if self._metrics is not None:
+            self._metrics.items(self.model_id, len(raw))
+        items = [
+            ScoredItem(
+                index=i,
+                reward=rewards[i],
+                raw_reward=raw[i],
+                bias=biases[i],
+                features=prepared.features[i],
+                input_tokens=len(prepared.token_ids[i]),
+            )
+            for i in range(len(raw))
+        ]
+        return ScoreResult(model=self.model_id, curve=curve, items=items)
+
+    # ---- runs in the tokenizer thread ---------------------------------------------------
+
+    def _prepare(self, inputs: list[ScoreInput], limit: int) -> _Prepared:
+        tokenizer = self._backend.tokenizer
+        side: formatting.TruncationSide = "right" if self._truncation == "right" else "left"
+        texts: list[str | None] = []
+        responses: list[str] = []
+        for item in inputs:
+            if item.messages is not None:
+                texts.append(formatting.render_messages(tokenizer, item.messages))
+                response = item.response
+                if response is None:
+                    response = formatting.last_assistant_turn(item.messages)
+            elif item.text is not None:
+                texts.append(item.text)
+                response = item.response if item.response is not None else item.text
+            else:
+                assert item.token_ids is not None
+                texts.append(None)
+                response = item.response
+                if response is None:
+                    response = tokenizer.decode(list(item.token_ids), skip_special_tokens=True)
+            responses.append(response)
+
+        token_ids: list[list[int]] = []
+        full_lengths: list[int] = []
+        to_encode = [t for t in texts if t is not None]
+        encoded, encoded_lengths = formatting.encode(tokenizer, to_encode, limit, side)
+        encoded_iter = iter(zip(encoded, encoded_lengths, strict=True))
+        for item, text in zip(inputs, texts, strict=True):
+            if text is not None:
+                ids, full = next(encoded_iter)
+            else:
+                assert item.token_ids is not None
+                full = len(item.token_ids)
+                raw_ids = list(item.token_ids)
+                ids = raw_ids[-limit:] if side == "left" else raw_ids[:limit]
+            token_ids.append(ids)
+            full_lengths.append(full)
+
+        if self._truncation == "error":
+            for index, full in enumerate(full_lengths):
+                if full > limit:
+                    raise ServiceError(
+                        ErrorType.VALIDATION,
+                        f"input {index} has {full} tokens; the limit is {limit} "
+                        "(the server is configured to refuse rather than truncate)",
+                    )
+        for index, ids in enumerate(token_ids):
+            if not ids:
+                raise ServiceError(ErrorType.VALIDATION, f"input {index} is empty")
+
+        response_token_counts = _count_tokens(tokenizer, responses)
+        features = [
+            response_features(response, count)
+            for response, count in zip(responses, response_token_counts, strict=True)
+        ]
+        return _Prepared(token_ids=token_ids, features=features)
+
+
+def _count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
+    if not texts:
+        return []
+    encoded = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
+    return [len(ids) for ids in encoded]

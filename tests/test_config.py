@@ -1,0 +1,64 @@
+"""One settings object: environment, CLI flags, and refusal of bad combinations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.cli import build_parser, main, settings_from_args
+from service.config import Settings
+
+
+def test_defaults_bind_loopback() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.backend == "transformers"
+    assert settings.api_keys == []
+
+
+def test_environment_prefix_and_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REWARDCAL_MAX_BATCH_SIZE", "7")
+    monkeypatch.setenv("REWARDCAL_API_KEYS", "sk-first-9f3, sk-second-7c1")
+    monkeypatch.setenv("REWARDCAL_CALIBRATION_FEATURES", "chars,markdown")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.max_batch_size == 7
+    assert [k.get_secret_value() for k in settings.api_keys] == ["sk-first-9f3", "sk-second-7c1"]
+    assert "sk-first" not in repr(settings)  # keys are secrets
+    assert settings.calibration_features == ["chars", "markdown"]
+
+
+def test_cli_flags_override_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("REWARDCAL_MAX_WAIT_MS", "3")
+    args = build_parser().parse_args(
+        ["serve", "--max-wait-ms", "9", "--model-path", str(tmp_path), "--protect-metrics"]
+    )
+    settings = settings_from_args(args)
+    assert settings.max_wait_ms == 9.0
+    assert settings.model_path == tmp_path
+    assert settings.protect_metrics is True
+
+
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (
+            ["--max-items-per-request", "100", "--max-queue", "10"],
+            "max_items_per_request (100) exceeds max_queue (10)",
+        ),
+        (["--dtype", "float16"], "use float32 on CPU"),
+        (["--workers", "2"], "workers > 1 is not supported"),
+        (["--max-batch-size", "0"], "max_batch_size: Input should be greater than 0"),
+        (["--truncation", "middle"], "truncation: Input should be 'left', 'right' or 'error'"),
+        (["--port", "http"], "port: Input should be a valid integer"),
+    ],
+)
+def test_bad_combinations_fail_with_one_line(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("rewardcal: invalid settings:")
+    assert fragment in err
