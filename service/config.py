@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.calibration.config import FeatureStep, StreamConfig
+
 BackendName = Literal["transformers", "vllm", "remote"]
 CalibrationMethod = Literal["lowess", "mean", "penalty", "none"]
 CalibrationCenter = Literal["none", "mean"]
@@ -54,6 +56,71 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(
         default=Path("~/.cache/rewardcal"),
         description="Where the default model is built and cached (outside git).",
+    )
+
+    # --- vllm backend (in-process engine) ---------------------------------------------------
+    tensor_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        description="vllm: GPUs the model is split over. More = room for bigger models and "
+        "KV cache, at the cost of inter-GPU traffic per forward pass.",
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="vllm: share of GPU memory the engine takes for weights + KV cache "
+        "(ignored when kv_cache_memory_bytes is set). Lower it when other processes share "
+        "the GPU; higher = more inputs in flight.",
+    )
+    kv_cache_memory_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="vllm: KV cache size in bytes; overrides gpu_memory_utilization. Scoring "
+        "is prefill only, so the cache only holds the inputs in flight. Unset: "
+        "gpu_memory_utilization on GPU, 1 GiB on CPU (vLLM's CPU default would reserve 90% "
+        "of RAM).",
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        gt=1,
+        description="vllm: context the engine is sized for (vLLM's --max-model-len). "
+        "Unset: max_input_tokens capped by the model's context. Longer than max_input_tokens "
+        "only wastes KV cache.",
+    )
+    enforce_eager: bool = Field(
+        default=False,
+        description="vllm: no CUDA graphs / torch.compile. Starts tens of seconds faster, "
+        "scores small batches slower.",
+    )
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Run the model repository's own Python code (custom architectures). "
+        "Only for models you trust.",
+    )
+
+    # --- remote backend (an existing vLLM server) ---------------------------------------------
+    remote_url: str | None = Field(
+        default=None,
+        description="remote: base URL of a vLLM server (e.g. http://gpu-host:8000); the "
+        "service scores through its /classify. model_path gives the local tokenizer.",
+    )
+    remote_model: str | None = Field(
+        default=None,
+        description="remote: model name sent to the server (default: the only model it "
+        "serves).",
+    )
+    remote_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="remote: timeout of one /classify call. Too low fails big batches on a "
+        "busy server; too high holds connections to a hung one.",
+    )
+    remote_retries: int = Field(
+        default=3,
+        ge=0,
+        description="remote: retries after connection errors and 5xx answers (exponential "
+        "backoff; 4xx are never retried). More = rides out server restarts, slower failures.",
     )
 
     # --- batching and admission ----------------------------------------------------------
@@ -117,26 +184,58 @@ class Settings(BaseSettings):
         description="Where calibration snapshots are written and loaded.",
     )
 
-    # --- calibration defaults ------------------------------------------------------------
+    # --- calibration defaults (each new stream starts from these) ----------------------------
     calibration_method: CalibrationMethod = Field(
-        default="none",
-        description="Default method of new calibration streams "
-        "(lowess: the paper's RC-LWR; none: reward = raw).",
+        default="lowess",
+        description="lowess: the paper's RC-LWR (default); mean: RC-Mean; penalty: "
+        "raw - coef x length; none: reward = raw.",
     )
-    calibration_features: Annotated[list[Literal["chars", "tokens", "markdown"]], NoDecode] = Field(
-        default_factory=lambda: ["chars"],  # type: ignore[arg-type]
-        description="Bias characteristics removed in sequence.",
+    calibration_features: Annotated[list[Literal["chars", "tokens", "markdown"]], NoDecode] = (
+        Field(
+            default_factory=lambda: ["chars"],  # type: ignore[arg-type]
+            description="Bias characteristics removed in sequence (comma-separated).",
+        )
     )
     calibration_alpha: float = Field(default=1.0, ge=0, description="Strength of removal.")
     calibration_frac: float = Field(
-        default=1.0, gt=0, le=1, description="LOWESS span (paper: 1.0 RewardBench, 0.3 AlpacaEval)."
+        default=1.0,
+        gt=0,
+        le=1,
+        description="LOWESS span: 1.0 (paper, RewardBench) is smoothest; 0.3 (paper, "
+        "AlpacaEval) follows the curve more closely and costs more per refit.",
     )
     calibration_center: CalibrationCenter = Field(
         default="none", description="none: residuals near 0 (paper); mean: keep reward level."
     )
-    calibration_window: int = Field(default=16384, gt=0, description="Rolling window size.")
+    calibration_window: int = Field(
+        default=16384,
+        ge=16,
+        description="Rolling window per stream: longer = steadier curve, slower to follow "
+        "a policy that drifts.",
+    )
     calibration_min_samples: int = Field(
-        default=256, gt=1, description="Observations before the first curve is fitted."
+        default=256, ge=2, description="Observations before the first curve is fitted."
+    )
+    calibration_refit_every: int = Field(
+        default=256, ge=1, description="Refit after this many new observations..."
+    )
+    calibration_refit_interval_s: float = Field(
+        default=30.0, gt=0, description="...or after this many seconds, whichever first."
+    )
+    calibration_standardize: bool = Field(
+        default=False,
+        description="Standardize calibrated rewards by the window's mean and std.",
+    )
+    calibration_clip: float | None = Field(
+        default=None, gt=0, description="Clip final rewards to +-clip."
+    )
+    calibration_max_groups: int = Field(
+        default=64,
+        ge=1,
+        description="Most calibration streams (bounds memory and metric label cardinality).",
+    )
+    snapshot_interval_s: float = Field(
+        default=30.0, gt=0, description="How often changed streams are written to state_dir."
     )
 
     @field_validator("api_keys", mode="before")
@@ -158,6 +257,15 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
 
+    @field_validator("remote_url", mode="after")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"remote_url must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
         if self.max_items_per_request > self.max_queue:
@@ -174,8 +282,19 @@ class Settings(BaseSettings):
                 f"dtype {self.dtype} on device cpu: use float32 on CPU (half precision is "
                 "slower there and not what the model was checked with)"
             )
-        if self.backend == "remote" and self.model_path is None and not self.served_model_name:
-            raise ValueError("backend remote needs model_path (tokenizer) or served_model_name")
+        if self.backend == "remote" and not self.remote_url:
+            raise ValueError("backend remote needs remote_url (the vLLM server to score through)")
+        if self.backend == "remote" and self.model_path is None:
+            raise ValueError(
+                "backend remote needs model_path: the local directory of the served model's "
+                "tokenizer (inputs are tokenized here and sent as token ids)"
+            )
+        if self.max_model_len is not None and self.max_model_len < self.max_input_tokens:
+            raise ValueError(
+                f"max_model_len ({self.max_model_len}) is below max_input_tokens "
+                f"({self.max_input_tokens}): accepted inputs would not fit the engine; lower "
+                "max_input_tokens too"
+            )
         if self.workers > 1:
             raise ValueError(
                 "workers > 1 is not supported: calibration streams and the batching queue "
@@ -183,4 +302,27 @@ class Settings(BaseSettings):
             )
         if not self.calibration_features:
             raise ValueError("calibration_features must name at least one feature")
+        if self.calibration_min_samples > self.calibration_window:
+            raise ValueError(
+                f"calibration_min_samples ({self.calibration_min_samples}) exceeds "
+                f"calibration_window ({self.calibration_window})"
+            )
         return self
+
+    def stream_defaults(self) -> StreamConfig:
+        """The calibration config every new stream starts with."""
+        return StreamConfig(
+            method=self.calibration_method,
+            features=tuple(
+                FeatureStep(feature=name, alpha=self.calibration_alpha)
+                for name in self.calibration_features
+            ),
+            frac=self.calibration_frac,
+            center=self.calibration_center,
+            window=self.calibration_window,
+            min_samples=self.calibration_min_samples,
+            refit_every=self.calibration_refit_every,
+            refit_interval_s=self.calibration_refit_interval_s,
+            standardize=self.calibration_standardize,
+            clip=self.calibration_clip,
+        )

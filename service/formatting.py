@@ -69,7 +69,11 @@ def encode(
     full_lengths: list[int] = []
     for text in texts:
         add_special = needs_special_tokens(tokenizer, text)
-        full = tokenizer(text, add_special_tokens=add_special, truncation=False)["input_ids"]
+        # verbose=False: the "longer than the maximum" warning is expected here; the
+        # length is measured on purpose and truncated below.
+        full = tokenizer(text, add_special_tokens=add_special, truncation=False, verbose=False)[
+            "input_ids"
+        ]
         full_lengths.append(len(full))
         if len(full) <= max_tokens:
             ids.append(list(full))

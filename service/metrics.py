@@ -6,6 +6,8 @@ would leak series between them). Bias-drift metrics live with the calibration st
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PREFIX = "rewardcal"
@@ -120,3 +122,85 @@ class ServingMetrics:
 
     def items(self, model: str, count: int) -> None:
         self.items_total.labels(model=model).inc(count)
+
+
+# Rewards of common reward models sit within about ±10 (logits); finer near 0 where
+# calibrated residuals live.
+REWARD_BUCKETS = (-10.0, -5.0, -3.0, -2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+# Response lengths in characters: geometric from a one-liner to a long essay.
+CHARS_BUCKETS = tuple(float(2**k) for k in range(4, 17))
+REFIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class CalibrationMetrics:
+    """Bias-drift metrics per (model, group). Label cardinality is bounded by
+    ``calibration_max_groups`` (streams beyond it are refused)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["model", "group"]
+        self.reward = Histogram(
+            f"{PREFIX}_reward", "Rewards served, raw and calibrated",
+            ["model", "group", "kind"], buckets=REWARD_BUCKETS, registry=registry,
+        )
+        self.response_chars = Histogram(
+            f"{PREFIX}_response_chars", "Response length in characters",
+            labels, buckets=CHARS_BUCKETS, registry=registry,
+        )
+        self.spearman = Gauge(
+            f"{PREFIX}_length_reward_spearman",
+            "Spearman correlation of response length and reward over the window "
+            "(kind=raw: the model's bias; kind=calibrated: what is left)",
+            ["model", "group", "kind"], registry=registry,
+        )
+        self.slope = Gauge(
+            f"{PREFIX}_bias_slope", "Reward per 1,000 characters of the current bias curve",
+            labels, registry=registry,
+        )
+        self.drift = Gauge(
+            f"{PREFIX}_curve_drift",
+            "Largest |difference| between consecutive curve versions over the window's range",
+            labels, registry=registry,
+        )
+        self.version = Gauge(
+            f"{PREFIX}_curve_version", "Version of the current calibration curve",
+            labels, registry=registry,
+        )
+        self.window_samples = Gauge(
+            f"{PREFIX}_window_samples", "Observations in the calibration window",
+            labels, registry=registry,
+        )
+        self.refit_duration = Histogram(
+            f"{PREFIX}_refit_duration_seconds", "Time to refit a calibration curve",
+            buckets=REFIT_BUCKETS, registry=registry,
+        )
+
+    def observed(self, model: str, group: str, features: Any, raw: Any, calibrated: Any) -> None:
+        raw_hist = self.reward.labels(model=model, group=group, kind="raw")
+        cal_hist = self.reward.labels(model=model, group=group, kind="calibrated")
+        chars_hist = self.response_chars.labels(model=model, group=group)
+        for feature, r, c in zip(features, raw, calibrated, strict=True):
+            raw_hist.observe(r)
+            cal_hist.observe(c)
+            chars_hist.observe(feature["chars"])
+
+    def window(self, model: str, group: str, samples: int) -> None:
+        self.window_samples.labels(model=model, group=group).set(samples)
+
+    def refit(self, model: str, group: str, curve: Any, drift: float | None, seconds: float) -> None:
+        self.refit_duration.observe(seconds)
+        self.version.labels(model=model, group=group).set(curve.version)
+        stats = curve.stats
+        if stats.spearman_raw is not None:
+            self.spearman.labels(model=model, group=group, kind="raw").set(stats.spearman_raw)
+        if stats.spearman_calibrated is not None:
+            self.spearman.labels(model=model, group=group, kind="calibrated").set(
+                stats.spearman_calibrated
+            )
+        if stats.slope_per_1k is not None:
+            self.slope.labels(model=model, group=group).set(stats.slope_per_1k)
+        if drift is not None:
+            self.drift.labels(model=model, group=group).set(drift)
+
+    def restored(self, model: str, group: str, version: int, samples: int) -> None:
+        self.version.labels(model=model, group=group).set(version)
+        self.window(model, group, samples)

@@ -10,9 +10,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from service.backends import BackendStartError, RewardBackend, create_backend
-from service.calibration import CalibrationEngine
+from service.calibration import CalibrationEngine, LocalSnapshotStore
 from service.config import Settings
-from service.metrics import ServingMetrics
+from service.metrics import CalibrationMetrics, ServingMetrics
 from service.scheduler import BatchPolicy, Scheduler
 from service.scoring import ScoringService
 
@@ -45,7 +45,14 @@ class Runtime:
             ),
             self.metrics,
         )
-        self.calibration = CalibrationEngine(method=settings.calibration_method)
+        self.calibration_metrics = CalibrationMetrics(self.registry)
+        self.calibration = CalibrationEngine(
+            settings.stream_defaults(),
+            max_groups=settings.calibration_max_groups,
+            store=LocalSnapshotStore(settings.state_dir),
+            metrics=self.calibration_metrics,
+            snapshot_interval_s=settings.snapshot_interval_s,
+        )
         self.scoring = ScoringService(
             model_id=self.model_id,
             backend=self.backend,
@@ -60,7 +67,11 @@ class Runtime:
         self.start_error: str | None = None
 
     async def start(self) -> None:
-        """Load the model, then open the scheduler. Failure is recorded as one line."""
+        """Restore calibration state, load the model, then open the scheduler.
+
+        A load failure is recorded as one line and raised as BackendStartError.
+        """
+        await self.calibration.start()
         try:
             await self.backend.start()
         except BackendStartError as exc:
@@ -76,5 +87,6 @@ class Runtime:
     async def stop(self) -> None:
         self.ready.clear()
         await self.scheduler.stop()
+        await self.calibration.stop()  # writes the final snapshot
         self.scoring.close()
         await self.backend.stop()

@@ -130,8 +130,9 @@ class ScoringService:
         )
         raw = await self._scheduler.submit(prepared.token_ids)
         rewards, biases = curve.apply(prepared.features, raw)
-        if observe:
-            self._calibration.observe(self.model_id, group, prepared.features, raw)
+        self._calibration.record(
+            self.model_id, group, prepared.features, raw, rewards, observe=observe
+        )
         if self._metrics is not None:
             self._metrics.items(self.model_id, len(raw))
         items = [
@@ -210,5 +211,7 @@ class ScoringService:
 def _count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
     if not texts:
         return []
-    encoded = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
+    encoded = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)[
+        "input_ids"
+    ]
     return [len(ids) for ids in encoded]

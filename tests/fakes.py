@@ -76,3 +76,23 @@ class FakeBackend(RewardBackend):
     @property
     def scored_ids(self) -> list[list[int]]:
         return [ids for batch in self.batches for ids in batch]
+
+
+class LengthBiasedBackend(FakeBackend):
+    """A reward 'model' that pays for length: 0.6 * log(tokens) + a content term.
+
+    The content term is a deterministic pseudo-random value of the token ids, so rewards
+    vary between responses of equal length, as a real reward model's do.
+    """
+
+    name = "length-biased"
+
+    async def score(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        import math
+
+        self.batches.append([list(ids) for ids in batch])
+        out = []
+        for ids in batch:
+            content = ((sum(ids) * 2654435761 + len(ids) * 40503) % 10007) / 10007 - 0.5
+            out.append(0.6 * math.log(len(ids)) + content)
+        return out

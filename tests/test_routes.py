@@ -26,7 +26,7 @@ def _assert_envelope(response, status: int, error_type: str) -> dict:  # type: i
     return body["error"]
 
 
-def test_rewards_shape_and_uncalibrated_fields(
+def test_rewards_shape_and_warming_up_fields(
     make_client: AppFactory, tiny_models: dict[str, Path]
 ) -> None:
     client = make_client(tiny_models["bert"])
@@ -45,11 +45,12 @@ def test_rewards_shape_and_uncalibrated_fields(
     assert response.status_code == 200, response.text
     out = response.json()
     assert out["model"] == "tiny-bert"
+    # Before min_samples observations the stream is warming up: reward = raw.
     assert out["calibration"] == {
         "group": "default",
         "version": 0,
-        "status": "uncalibrated",
-        "method": "none",
+        "status": "warming_up",
+        "method": "lowess",
     }
     assert [d["index"] for d in out["data"]] == [0, 1]
     for datum in out["data"]:
@@ -435,7 +436,7 @@ def test_unexpected_error_is_500_without_trace(
     def explode(*_args: object, **_kwargs: object) -> None:
         raise ZeroDivisionError("secret internals /etc/passwd")
 
-    client.app.state.runtime.calibration.observe = explode  # type: ignore[attr-defined]
+    client.app.state.runtime.calibration.record = explode  # type: ignore[attr-defined]
     response = client.post("/v1/rewards", json={"items": [ITEM]})
     error = _assert_envelope(response, 500, "internal_error")
     assert "secret" not in response.text and "ZeroDivision" not in response.text

@@ -147,3 +147,97 @@ def test_model_that_cannot_load_exits_non_zero_with_one_error(tmp_path: Path) ->
     assert proc.returncode == 1
     assert "rewardcal: model failed to load: cannot load reward model from" in out
     assert "Traceback" not in out
+
+
+def _calibration_state(base: str, group: str) -> dict:
+    return httpx.get(f"{base}/v1/calibration/{group}", timeout=10).json()
+
+
+def _snapshot_of(state_dir: Path, group: str) -> tuple[int, int]:
+    """(version, window size) recorded in the stream's snapshot file."""
+    from service.calibration.persistence import decode_snapshot
+
+    files = [p for p in (state_dir / "calibration").glob("*.snapshot") if f"__{group}-" in p.name]
+    assert len(files) == 1, files
+    snap = decode_snapshot(files[0].read_bytes())
+    return int(snap.meta["version"]), len(snap.raw)
+
+
+def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
+    proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+def test_sigkill_restart_serves_the_last_snapshot_and_corruption_is_skipped(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = [
+        "--model-path", str(tiny_models["llama"]), "--port", str(port),
+        "--calibration-min-samples", "40", "--calibration-refit-every", "20",
+        "--snapshot-interval-s", "0.3",
+    ]
+    state_dir = tmp_path / "state"
+    proc = _serve(args, tmp_path)
+    try:
+        _wait_ready(base, proc)
+        items = [{"prompt": f"q{i}", "response": "word " * (1 + i % 37)} for i in range(120)]
+        for start in range(0, 120, 30):
+            body = {"items": items[start : start + 30], "calibration_group": "run"}
+            assert httpx.post(f"{base}/v1/rewards", json=body, timeout=60).status_code == 200
+        deadline = time.monotonic() + 30
+        while True:  # wait until the refits settled and the snapshot caught up
+            state = _calibration_state(base, "run")
+            try:
+                on_disk = _snapshot_of(state_dir, "run")
+            except AssertionError:
+                on_disk = (-1, -1)
+            if state["version"] >= 1 and on_disk == (state["version"], state["window_samples"]):
+                break
+            assert time.monotonic() < deadline, (state, on_disk)
+            time.sleep(0.2)
+    finally:
+        _stop(proc, signal.SIGKILL)
+
+    proc = _serve(args, tmp_path)
+    try:
+        _wait_ready(base, proc)
+        state = _calibration_state(base, "run")
+        assert (state["version"], state["window_samples"]) == on_disk
+        assert state["status"] == "calibrated"
+    finally:
+        _stop(proc)
+
+    # Damage the snapshot: the service still starts, warns, and begins from scratch.
+    snapshot = next((state_dir / "calibration").glob("*.snapshot"))
+    snapshot.write_bytes(snapshot.read_bytes()[:100])
+    proc = _serve(args, tmp_path)
+    try:
+        _wait_ready(base, proc)
+        listing = httpx.get(f"{base}/v1/calibration", timeout=10).json()["data"]
+        assert listing == []
+    finally:
+        out = _stop(proc)
+    assert "skipping calibration snapshot" in out and "checksum mismatch" in out, out
+
+
+def test_sigterm_writes_the_final_snapshot(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["--model-path", str(tiny_models["bert"]), "--port", str(port), "--snapshot-interval-s", "3600"]
+    proc = _serve(args, tmp_path)
+    try:
+        _wait_ready(base, proc)
+        body = {"items": [{"prompt": "p", "response": "r" * n} for n in range(1, 11)], "calibration_group": "t"}
+        assert httpx.post(f"{base}/v1/rewards", json=body, timeout=60).status_code == 200
+    finally:
+        _stop(proc)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why.
+    assert proc.returncode in (0, -signal.SIGTERM)
+    assert _snapshot_of(tmp_path / "state", "t") == (0, 10)

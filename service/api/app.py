@@ -21,7 +21,7 @@ from service import __version__
 from service.api.deps import require_api_key
 from service.api.error_handlers import install_error_handlers
 from service.api.middleware import RequestContextMiddleware
-from service.api.routes import native, openrlhf, ops, vllm_compat
+from service.api.routes import calibration, native, openrlhf, ops, vllm_compat
 from service.backends import BackendStartError, RewardBackend
 from service.config import Settings
 from service.runtime import Runtime
@@ -88,6 +88,7 @@ def create_app(
     app.include_router(native.router, dependencies=keyed)
     app.include_router(openrlhf.router, dependencies=keyed)
     app.include_router(vllm_compat.router, dependencies=keyed)
+    app.include_router(calibration.router, dependencies=keyed)
 
     def current_metrics() -> object:
         runtime = app.state.runtime

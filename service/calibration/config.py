@@ -1,0 +1,77 @@
+"""Per-stream calibration configuration (what a training run calibrates, and how)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.features import FEATURE_NAMES
+
+FeatureName = Literal["chars", "tokens", "markdown"]
+MethodName = Literal["lowess", "mean", "penalty", "none"]
+
+
+class FeatureStep(BaseModel):
+    """One bias characteristic removed, with its own strength."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    feature: FeatureName = "chars"
+    alpha: float = Field(default=1.0, ge=0, description="Strength of removal (paper: 1.0).")
+
+
+class StreamConfig(BaseModel):
+    """How one stream calibrates. Defaults are the paper's RewardBench setting (RC-LWR)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: MethodName = "lowess"
+    features: tuple[FeatureStep, ...] = Field(
+        default=(FeatureStep(),), min_length=1, description="Applied in sequence."
+    )
+    frac: float = Field(default=1.0, gt=0, le=1, description="LOWESS span.")
+    it: int = Field(default=3, ge=0, le=10, description="LOWESS robustness iterations.")
+    lowess_mode: Literal["exact", "grid", "auto"] = Field(
+        default="auto",
+        description="exact (statsmodels to rounding), grid (fits at anchors + interpolation), "
+        "auto: exact up to 65,536 samples, grid beyond.",
+    )
+    center: Literal["none", "mean"] = Field(
+        default="none",
+        description="none: calibrated rewards are residuals near 0 (paper); mean: subtract "
+        "the bias relative to its window mean, keeping the reward level.",
+    )
+    window: int = Field(default=16384, ge=16, le=4_000_000)
+    min_samples: int = Field(default=256, ge=2)
+    refit_every: int = Field(default=256, ge=1, description="Refit after this many new samples.")
+    refit_interval_s: float = Field(
+        default=30.0, gt=0, description="...or after this long, whichever comes first."
+    )
+    mean_ratio: float = Field(default=4.0, gt=0, description="RC-Mean: d = spread / ratio.")
+    mean_radius: float | None = Field(
+        default=None, gt=0, description="RC-Mean radius d; default estimated from the window."
+    )
+    mean_min_neighbors: int = Field(default=20, ge=1)
+    penalty_coef: float = Field(default=0.001, description="Length penalty per unit feature.")
+    standardize: bool = Field(
+        default=False,
+        description="Divide calibrated rewards by the window's std after centering on its "
+        "mean (remote rewards skip OpenRLHF's own normalization).",
+    )
+    clip: float | None = Field(default=None, gt=0, description="Clip final rewards to ±clip.")
+
+    @model_validator(mode="after")
+    def _check(self) -> StreamConfig:
+        names = [step.feature for step in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError(f"features repeat: {names}")
+        if self.min_samples > self.window:
+            raise ValueError(
+                f"min_samples ({self.min_samples}) exceeds the window ({self.window})"
+            )
+        return self
+
+
+def feature_index(name: str) -> int:
+    return FEATURE_NAMES.index(name)

@@ -1,0 +1,228 @@
+"""An immutable, versioned calibration curve: fit it on a window, apply it to rewards.
+
+calibrated = raw - sum over features f of alpha_f * (b_f(c_f) - center_f), each b_f fitted
+on the rewards left after the previous features were removed (features in sequence).
+Optional post-steps: standardization by the window's calibrated mean/std, then clipping.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy.stats import spearmanr
+
+from service.calibration.config import StreamConfig, feature_index
+from service.calibration.estimators import (
+    BiasEstimator,
+    LowessBias,
+    MeanBias,
+    PenaltyBias,
+    estimator_from_dict,
+)
+from service.features import FEATURE_NAMES
+
+Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False)
+class Component:
+    feature: str
+    alpha: float
+    estimator: BiasEstimator
+    center: float
+
+    def bias(self, c: Array) -> Array:
+        """alpha * (b(c) - center); 0 where the estimator has no estimate."""
+        shift = self.alpha * (self.estimator(c) - self.center)
+        return np.where(np.isfinite(shift), shift, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "feature": self.feature,
+            "alpha": self.alpha,
+            "center": self.center,
+            "estimator": self.estimator.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Component:
+        return cls(
+            feature=str(data["feature"]),
+            alpha=float(data["alpha"]),
+            center=float(data["center"]),
+            estimator=estimator_from_dict(dict(data["estimator"])),
+        )
+
+
+@dataclass(frozen=True)
+class PostSteps:
+    mean: float | None = None  # standardization (None: off)
+    std: float | None = None
+    clip: float | None = None
+
+    def apply(self, r: Array) -> Array:
+        if self.mean is not None and self.std is not None:
+            r = (r - self.mean) / self.std
+        if self.clip is not None:
+            r = np.clip(r, -self.clip, self.clip)
+        return r
+
+
+@dataclass(frozen=True)
+class CurveStats:
+    """Measured on the window the curve was fitted on."""
+
+    samples: int
+    spearman_raw: float | None
+    spearman_calibrated: float | None
+    slope_per_1k: float | None  # bias of the first feature per 1,000 units of it
+    feature_range: tuple[float, float] | None
+
+
+@dataclass(frozen=True, eq=False)
+class Curve:
+    version: int
+    method: str
+    components: tuple[Component, ...]
+    post: PostSteps
+    stats: CurveStats
+    fitted_at: float = field(default_factory=time.time)
+
+    def apply_arrays(self, features: Array, raw: Array) -> tuple[Array, Array]:
+        """(calibrated, bias) for features (n, F) and raw (n,)."""
+        bias = np.zeros_like(raw)
+        for component in self.components:
+            bias += component.bias(features[:, feature_index(component.feature)])
+        calibrated = self.post.apply(raw - bias)
+        return calibrated, bias
+
+    def apply(
+        self, features: Sequence[Mapping[str, float]], raw: Sequence[float]
+    ) -> tuple[list[float], list[float]]:
+        matrix = features_matrix(features)
+        calibrated, bias = self.apply_arrays(matrix, np.asarray(raw, dtype=np.float64))
+        return calibrated.tolist(), bias.tolist()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "method": self.method,
+            "components": [c.to_dict() for c in self.components],
+            "post": {"mean": self.post.mean, "std": self.post.std, "clip": self.post.clip},
+            "stats": {
+                "samples": self.stats.samples,
+                "spearman_raw": self.stats.spearman_raw,
+                "spearman_calibrated": self.stats.spearman_calibrated,
+                "slope_per_1k": self.stats.slope_per_1k,
+                "feature_range": list(self.stats.feature_range)
+                if self.stats.feature_range
+                else None,
+            },
+            "fitted_at": self.fitted_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Curve:
+        stats = data.get("stats") or {}
+        post = data.get("post") or {}
+        feature_range = stats.get("feature_range")
+        return cls(
+            version=int(data["version"]),
+            method=str(data["method"]),
+            components=tuple(Component.from_dict(c) for c in data.get("components", [])),
+            post=PostSteps(post.get("mean"), post.get("std"), post.get("clip")),
+            stats=CurveStats(
+                samples=int(stats.get("samples", 0)),
+                spearman_raw=stats.get("spearman_raw"),
+                spearman_calibrated=stats.get("spearman_calibrated"),
+                slope_per_1k=stats.get("slope_per_1k"),
+                feature_range=tuple(feature_range) if feature_range else None,  # type: ignore[arg-type]
+            ),
+            fitted_at=float(data.get("fitted_at", time.time())),
+        )
+
+
+def features_matrix(features: Sequence[Mapping[str, float]]) -> Array:
+    return np.array(
+        [[float(f.get(name, 0.0)) for name in FEATURE_NAMES] for f in features],
+        dtype=np.float64,
+    ).reshape(len(features), len(FEATURE_NAMES))
+
+
+def spearman(a: Array, b: Array) -> float | None:
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    value = float(spearmanr(a, b).statistic)
+    return value if np.isfinite(value) else None
+
+
+def _estimator(config: StreamConfig, c: Array, r: Array) -> BiasEstimator:
+    if config.method == "lowess":
+        return LowessBias.fit(c, r, config.frac, config.it, config.lowess_mode)
+    if config.method == "mean":
+        return MeanBias.fit(
+            c, r, config.mean_radius, config.mean_ratio, config.mean_min_neighbors
+        )
+    if config.method == "penalty":
+        return PenaltyBias(config.penalty_coef)
+    raise ValueError(f"method {config.method!r} fits no curve")
+
+
+def slope_per_1k(c: Array, bias: Array) -> float | None:
+    """Least-squares slope of the bias on the feature, per 1,000 units."""
+    if c.size < 2 or np.ptp(c) == 0:
+        return None
+    cc = c - c.mean()
+    return float(np.dot(cc, bias - bias.mean()) / np.dot(cc, cc) * 1000.0)
+
+
+def fit_curve(config: StreamConfig, features: Array, raw: Array, version: int) -> Curve:
+    """Fit every feature step in sequence on the window (features (n, F), raw (n,))."""
+    residual = raw.astype(np.float64, copy=True)
+    components: list[Component] = []
+    first_bias: Array | None = None
+    for step in config.features:
+        c = features[:, feature_index(step.feature)]
+        estimator = _estimator(config, c, residual)
+        b = estimator(c)
+        finite = np.isfinite(b)
+        center = float(b[finite].mean()) if config.center == "mean" and finite.any() else 0.0
+        component = Component(step.feature, step.alpha, estimator, center)
+        shift = component.bias(c)
+        if first_bias is None:
+            first_bias = shift
+        residual = residual - shift
+        components.append(component)
+
+    post = PostSteps(clip=config.clip)
+    if config.standardize and residual.size > 1:
+        std = float(residual.std())
+        post = PostSteps(float(residual.mean()), std if std > 0 else 1.0, config.clip)
+    first = features[:, feature_index(config.features[0].feature)]
+    stats = CurveStats(
+        samples=int(raw.size),
+        spearman_raw=spearman(first, raw),
+        spearman_calibrated=spearman(first, residual),
+        slope_per_1k=slope_per_1k(first, first_bias) if first_bias is not None else None,
+        feature_range=(float(first.min()), float(first.max())) if first.size else None,
+    )
+    return Curve(version, config.method, tuple(components), post, stats)
+
+
+def curve_drift(old: Curve | None, new: Curve, grid_points: int = 256) -> float | None:
+    """Largest |bias_new - bias_old| of the first feature over the new window's range."""
+    if old is None or not old.components or not new.components:
+        return None
+    if new.stats.feature_range is None:
+        return None
+    lo, hi = new.stats.feature_range
+    grid = np.linspace(lo, hi, grid_points)
+    old_c, new_c = old.components[0], new.components[0]
+    if old_c.feature != new_c.feature:
+        return None
+    return float(np.max(np.abs(new_c.bias(grid) - old_c.bias(grid))))

@@ -1,0 +1,70 @@
+"""Operator endpoints for calibration streams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.calibration.config import StreamConfig
+
+EXPORT_FORMAT = "rewardcal-calibration/1"
+
+
+class StreamSummary(BaseModel):
+    model: str
+    group: str
+    method: str
+    status: str
+    version: int
+    frozen: bool
+    window_samples: int
+
+
+class StreamList(BaseModel):
+    object: str = "list"
+    data: list[StreamSummary]
+
+
+class CurvePoints(BaseModel):
+    feature: str
+    alpha: float
+    center: float
+    x: list[float]
+    y: list[float] = Field(description="Fitted bias b(x) before alpha and centering.")
+
+
+class StreamDetail(StreamSummary):
+    config: StreamConfig
+    observed_total: int
+    curve: list[CurvePoints] = Field(description="Bias curve of each feature step.")
+    spearman_raw: float | None = Field(
+        description="Spearman(first feature, raw reward) over the current window."
+    )
+    spearman_calibrated: float | None = Field(
+        description="Spearman(first feature, calibrated reward) over the current window."
+    )
+    slope_per_1k: float | None = Field(description="Bias per 1,000 units of the first feature.")
+
+
+class CalibrationExport(BaseModel):
+    """A stream's curve and config, to import elsewhere as a reference curve."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: str = EXPORT_FORMAT
+    model: str | None = None
+    group: str | None = None
+    version: int | None = None
+    frozen: bool = False
+    config: StreamConfig | None = None
+    curve: dict[str, Any] | None = Field(description="The curve, as export wrote it.")
+
+
+class CalibrationImport(CalibrationExport):
+    freeze: bool | None = Field(
+        default=None,
+        description="Freeze the stream on this curve (reproducible evaluation); otherwise it "
+        "calibrates until the stream's own first fit (status reference). Default: the "
+        "export's `frozen`.",
+    )

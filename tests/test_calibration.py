@@ -1,0 +1,251 @@
+"""Calibration streams: the paper's formula, statuses, versions, refits, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+
+from service.calibration import (
+    CalibrationEngine,
+    CalibrationStatus,
+    FeatureStep,
+    LocalSnapshotStore,
+    StreamConfig,
+    fit_curve,
+)
+from service.calibration.curve import curve_drift
+from service.calibration.persistence import (
+    CorruptSnapshot,
+    StreamSnapshot,
+    decode_snapshot,
+    encode_snapshot,
+)
+from service.calibration.window import RollingWindow
+from service.features import FEATURE_NAMES
+
+MODEL = "rm"
+
+
+def _biased_samples(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Integer lengths with many ties and a reward that pays for length."""
+    rng = np.random.default_rng(seed)
+    chars = np.round(rng.lognormal(6.0, 0.8, n)).clip(5, 8000)
+    raw = 0.8 * np.log(chars) + rng.normal(0, 0.5, n)
+    features = np.zeros((n, len(FEATURE_NAMES)))
+    features[:, 0] = chars
+    features[:, 1] = np.round(chars / 4)
+    features[:, 2] = rng.integers(0, 6, n)
+    return features, raw
+
+
+def _as_dicts(features: np.ndarray) -> list[dict[str, float]]:
+    return [dict(zip(FEATURE_NAMES, map(float, row), strict=True)) for row in features]
+
+
+def test_rc_lwr_is_raw_minus_statsmodels_lowess() -> None:
+    features, raw = _biased_samples(3000)
+    config = StreamConfig(method="lowess", frac=0.3, it=3, window=4096, min_samples=10)
+    curve = fit_curve(config, features, raw, version=1)
+    calibrated, bias = curve.apply_arrays(features, raw)
+    expected_bias = sm.nonparametric.lowess(raw, features[:, 0], frac=0.3, it=3, delta=0, return_sorted=False)
+    np.testing.assert_allclose(bias, expected_bias, atol=1e-9 * np.ptp(raw))
+    np.testing.assert_allclose(calibrated, raw - expected_bias, atol=1e-9 * np.ptp(raw))
+    assert abs(curve.stats.spearman_raw or 0) > 0.5
+    assert abs(curve.stats.spearman_calibrated or 1) < 0.05
+    assert (curve.stats.slope_per_1k or 0) > 0
+
+
+def test_center_mean_keeps_reward_level_and_alpha_scales() -> None:
+    features, raw = _biased_samples(2000)
+    base = dict(method="lowess", window=4096, min_samples=10)
+    plain = fit_curve(StreamConfig(**base), features, raw, 1)
+    centred = fit_curve(StreamConfig(**base, center="mean"), features, raw, 1)
+    half = fit_curve(StreamConfig(**base, features=(FeatureStep(alpha=0.5),)), features, raw, 1)
+    cal_plain, bias_plain = plain.apply_arrays(features, raw)
+    cal_centred, _ = centred.apply_arrays(features, raw)
+    _, bias_half = half.apply_arrays(features, raw)
+    assert abs(cal_plain.mean()) < 0.05  # residuals near 0 (the paper)
+    assert cal_centred.mean() == pytest.approx(raw.mean(), abs=1e-9)
+    np.testing.assert_allclose(bias_half, 0.5 * bias_plain, atol=1e-12)
+
+
+def test_features_in_sequence_fit_on_the_residual() -> None:
+    features, raw = _biased_samples(2000)
+    raw = raw + 0.3 * features[:, 2]  # a markdown bias on top
+    config = StreamConfig(
+        method="lowess", window=4096, min_samples=10,
+        features=(FeatureStep(feature="chars"), FeatureStep(feature="markdown", alpha=1.0)),
+    )
+    curve = fit_curve(config, features, raw, 1)
+    first = sm.nonparametric.lowess(raw, features[:, 0], frac=1.0, it=3, delta=0, return_sorted=False)
+    second = sm.nonparametric.lowess(raw - first, features[:, 2], frac=1.0, it=3, delta=0, return_sorted=False)
+    calibrated, _ = curve.apply_arrays(features, raw)
+    np.testing.assert_allclose(calibrated, raw - first - second, atol=1e-8)
+
+
+def test_rc_mean_and_penalty_methods() -> None:
+    features, raw = _biased_samples(1500)
+    c = features[:, 0]
+    curve = fit_curve(StreamConfig(method="mean", mean_radius=50.0, window=4096, min_samples=10), features, raw, 1)
+    _, bias = curve.apply_arrays(features, raw)
+    for i in range(0, 1500, 97):  # the definition, directly
+        near = np.abs(c - c[i]) <= 50.0
+        expected = raw[near].mean() if near.sum() >= 20 else 0.0
+        assert bias[i] == pytest.approx(expected, abs=1e-9)
+    penalty = fit_curve(StreamConfig(method="penalty", window=4096, min_samples=10), features, raw, 1)
+    calibrated, _ = penalty.apply_arrays(features, raw)
+    np.testing.assert_allclose(calibrated, raw - 0.001 * c)
+
+
+def test_standardize_and_clip_post_steps() -> None:
+    features, raw = _biased_samples(1000)
+    curve = fit_curve(StreamConfig(window=4096, min_samples=10, standardize=True, clip=1.5), features, raw, 1)
+    calibrated, _ = curve.apply_arrays(features, raw)
+    assert calibrated.max() <= 1.5 and calibrated.min() >= -1.5
+    unclipped = fit_curve(StreamConfig(window=4096, min_samples=10, standardize=True), features, raw, 1)
+    values, _ = unclipped.apply_arrays(features, raw)
+    assert values.mean() == pytest.approx(0, abs=1e-9) and values.std() == pytest.approx(1, abs=1e-9)
+
+
+def test_rolling_window_keeps_the_last_w_in_order() -> None:
+    window = RollingWindow(5)
+    for start in range(0, 12, 3):
+        rows = np.arange(start, start + 3, dtype=float)
+        window.add(np.repeat(rows[:, None], 3, axis=1), rows)
+    features, raw = window.arrays()
+    assert raw.tolist() == [7, 8, 9, 10, 11]
+    assert features[:, 0].tolist() == [7, 8, 9, 10, 11]
+    assert len(window) == 5 and window.total == 12
+    window.add(np.zeros((9, 3)), np.arange(100, 109, dtype=float))
+    assert window.arrays()[1].tolist() == [104, 105, 106, 107, 108]
+
+
+def _engine(tmp_path, **config):  # type: ignore[no-untyped-def]
+    defaults = StreamConfig(**{"window": 2048, "min_samples": 200, "refit_every": 100, **config})
+    return CalibrationEngine(defaults, store=LocalSnapshotStore(tmp_path), max_groups=3)
+
+
+def test_stream_statuses_versions_and_observe_opt_out(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(tmp_path)
+    features, raw = _biased_samples(600)
+    view = engine.current(MODEL, "run")
+    assert (view.status, view.version) == (CalibrationStatus.WARMING_UP, 0)
+    assert view.apply(_as_dicts(features[:3]), raw[:3].tolist())[0] == raw[:3].tolist()
+
+    engine.record(MODEL, "run", _as_dicts(features[:150]), raw[:150].tolist(), raw[:150].tolist(), observe=True)
+    engine.record(MODEL, "run", _as_dicts(features[150:400]), raw[150:400].tolist(), raw[150:400].tolist(), observe=False)
+    stream = engine.stream(MODEL, "run")
+    assert stream.window_samples == 150  # evaluation traffic did not move the window
+    assert engine.refit_due() == 0  # below min_samples
+
+    engine.record(MODEL, "run", _as_dicts(features[150:300]), raw[150:300].tolist(), raw[150:300].tolist(), observe=True)
+    assert engine.refit_due() == 1
+    view1 = engine.current(MODEL, "run")
+    assert (view1.status, view1.version) == (CalibrationStatus.CALIBRATED, 1)
+    assert engine.refit_due() == 0  # nothing new
+
+    engine.record(MODEL, "run", _as_dicts(features[300:450]), raw[300:450].tolist(), raw[300:450].tolist(), observe=True)
+    assert engine.refit_due() == 1
+    view2 = engine.current(MODEL, "run")
+    assert view2.version == 2
+    # An earlier view still applies the curve it was taken with (immutable curves).
+    cal1, _ = view1.apply(_as_dicts(features[:5]), raw[:5].tolist())
+    cal2, _ = view2.apply(_as_dicts(features[:5]), raw[:5].tolist())
+    assert cal1 != cal2
+    assert curve_drift(view1.curve, view2.curve) == pytest.approx(
+        max(abs(a - b) for a, b in zip(
+            view2.curve.components[0].bias(np.linspace(*view2.curve.stats.feature_range, 256)),  # type: ignore[union-attr,misc]
+            view1.curve.components[0].bias(np.linspace(*view2.curve.stats.feature_range, 256)),  # type: ignore[union-attr,misc]
+            strict=True,
+        ))
+    )
+
+    stream.freeze()
+    engine.record(MODEL, "run", _as_dicts(features[450:]), raw[450:].tolist(), raw[450:].tolist(), observe=True)
+    assert engine.refit_due() == 0
+    assert engine.current(MODEL, "run").status == CalibrationStatus.FROZEN
+    assert engine.current(MODEL, "run").version == 2
+    stream.unfreeze()
+    assert engine.refit_due() == 1 and engine.current(MODEL, "run").version == 3
+
+    stream.reset()
+    after = engine.current(MODEL, "run")
+    assert (after.status, stream.window_samples) == (CalibrationStatus.WARMING_UP, 0)
+
+
+def test_method_none_is_uncalibrated(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(tmp_path, method="none")
+    features, raw = _biased_samples(300)
+    engine.record(MODEL, "g", _as_dicts(features), raw.tolist(), raw.tolist(), observe=True)
+    assert engine.refit_due() == 0
+    view = engine.current(MODEL, "g")
+    assert (view.status, view.version, view.method) == (CalibrationStatus.UNCALIBRATED, 0, "none")
+
+
+def test_reference_curve_until_own_fit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    source = _engine(tmp_path / "a")
+    features, raw = _biased_samples(600)
+    source.record(MODEL, "train", _as_dicts(features), raw.tolist(), raw.tolist(), observe=True)
+    source.refit_due()
+    curve = source.current(MODEL, "train").curve
+    assert curve is not None
+    target = _engine(tmp_path / "b")
+    stream = target.stream(MODEL, "eval")
+    stream.load_reference(curve, None, freeze=False)
+    view = target.current(MODEL, "eval")
+    assert (view.status, view.version) == (CalibrationStatus.REFERENCE, curve.version)
+    target.record(MODEL, "eval", _as_dicts(features[:300]), raw[:300].tolist(), raw[:300].tolist(), observe=True)
+    target.refit_due()
+    own = target.current(MODEL, "eval")
+    assert own.status == CalibrationStatus.CALIBRATED and own.version == curve.version + 1
+
+
+def test_group_cap(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from service.errors import ServiceError
+
+    engine = _engine(tmp_path)
+    for group in ("a", "b", "c"):
+        engine.current(MODEL, group)
+    with pytest.raises(ServiceError, match="too many calibration groups"):
+        engine.current(MODEL, "d")
+
+
+def test_snapshot_round_trip_and_corruption_is_skipped(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(tmp_path)
+    features, raw = _biased_samples(500)
+    engine.record(MODEL, "run", _as_dicts(features), raw.tolist(), raw.tolist(), observe=True)
+    engine.refit_due()
+    engine.record(MODEL, "other", _as_dicts(features[:50]), raw[:50].tolist(), raw[:50].tolist(), observe=True)
+    assert engine.snapshot() == 2
+    before = engine.current(MODEL, "run")
+
+    restored = _engine(tmp_path)
+    assert restored.restore() == 2
+    after = restored.current(MODEL, "run")
+    assert (after.version, after.status) == (before.version, before.status)
+    assert restored.stream(MODEL, "run").window_samples == 500
+    sample = _as_dicts(features[:20])
+    assert after.apply(sample, raw[:20].tolist()) == before.apply(sample, raw[:20].tolist())
+
+    store = LocalSnapshotStore(tmp_path)
+    run_path = store.path_for(MODEL, "run")
+    data = run_path.read_bytes()
+    run_path.write_bytes(data[: len(data) // 2])  # torn write
+    other_path = store.path_for(MODEL, "other")
+    damaged = bytearray(other_path.read_bytes())
+    damaged[-10] ^= 0xFF  # flipped bits
+    other_path.write_bytes(bytes(damaged))
+    with caplog.at_level("WARNING"):
+        fresh = _engine(tmp_path)
+        assert fresh.restore() == 0
+    assert "checksum mismatch" in caplog.text or "truncated" in caplog.text
+    assert fresh.current(MODEL, "run").status == CalibrationStatus.WARMING_UP
+
+
+def test_snapshot_codec_rejects_garbage() -> None:
+    snap = StreamSnapshot({"model": "m", "group": "g"}, np.zeros((2, 3)), np.ones(2))
+    assert decode_snapshot(encode_snapshot(snap)).meta == {"model": "m", "group": "g"}
+    for bad in (b"", b"garbage", encode_snapshot(snap)[:-1]):
+        with pytest.raises(CorruptSnapshot):
+            decode_snapshot(bad)
