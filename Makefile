@@ -13,7 +13,7 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install serve test test-fast lint format build-default-model clean
+.PHONY: install serve test lint format build-default-model clean openapi openapi-check
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -46,3 +46,10 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+## Write openapi/openapi.json from the app; openapi-check fails when it is stale.
+openapi: $(STAMP)
+	$(PY) -m service.openapi_spec
+
+openapi-check: $(STAMP)
+	$(PY) -m service.openapi_spec --check

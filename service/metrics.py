@@ -126,7 +126,23 @@ class ServingMetrics:
 
 # Rewards of common reward models sit within about ±10 (logits); finer near 0 where
 # calibrated residuals live.
-REWARD_BUCKETS = (-10.0, -5.0, -3.0, -2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+REWARD_BUCKETS = (
+    -10.0,
+    -5.0,
+    -3.0,
+    -2.0,
+    -1.0,
+    -0.5,
+    -0.25,
+    0.0,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
+)
 # Response lengths in characters: geometric from a one-liner to a long essay.
 CHARS_BUCKETS = tuple(float(2**k) for k in range(4, 17))
 REFIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -139,39 +155,55 @@ class CalibrationMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = ["model", "group"]
         self.reward = Histogram(
-            f"{PREFIX}_reward", "Rewards served, raw and calibrated",
-            ["model", "group", "kind"], buckets=REWARD_BUCKETS, registry=registry,
+            f"{PREFIX}_reward",
+            "Rewards served, raw and calibrated",
+            ["model", "group", "kind"],
+            buckets=REWARD_BUCKETS,
+            registry=registry,
         )
         self.response_chars = Histogram(
-            f"{PREFIX}_response_chars", "Response length in characters",
-            labels, buckets=CHARS_BUCKETS, registry=registry,
+            f"{PREFIX}_response_chars",
+            "Response length in characters",
+            labels,
+            buckets=CHARS_BUCKETS,
+            registry=registry,
         )
         self.spearman = Gauge(
             f"{PREFIX}_length_reward_spearman",
             "Spearman correlation of response length and reward over the window "
             "(kind=raw: the model's bias; kind=calibrated: what is left)",
-            ["model", "group", "kind"], registry=registry,
+            ["model", "group", "kind"],
+            registry=registry,
         )
         self.slope = Gauge(
-            f"{PREFIX}_bias_slope", "Reward per 1,000 characters of the current bias curve",
-            labels, registry=registry,
+            f"{PREFIX}_bias_slope",
+            "Reward per 1,000 characters of the current bias curve",
+            labels,
+            registry=registry,
         )
         self.drift = Gauge(
             f"{PREFIX}_curve_drift",
             "Largest |difference| between consecutive curve versions over the window's range",
-            labels, registry=registry,
+            labels,
+            registry=registry,
         )
         self.version = Gauge(
-            f"{PREFIX}_curve_version", "Version of the current calibration curve",
-            labels, registry=registry,
+            f"{PREFIX}_curve_version",
+            "Version of the current calibration curve",
+            labels,
+            registry=registry,
         )
         self.window_samples = Gauge(
-            f"{PREFIX}_window_samples", "Observations in the calibration window",
-            labels, registry=registry,
+            f"{PREFIX}_window_samples",
+            "Observations in the calibration window",
+            labels,
+            registry=registry,
         )
         self.refit_duration = Histogram(
-            f"{PREFIX}_refit_duration_seconds", "Time to refit a calibration curve",
-            buckets=REFIT_BUCKETS, registry=registry,
+            f"{PREFIX}_refit_duration_seconds",
+            "Time to refit a calibration curve",
+            buckets=REFIT_BUCKETS,
+            registry=registry,
         )
 
     def observed(self, model: str, group: str, features: Any, raw: Any, calibrated: Any) -> None:
@@ -186,7 +218,9 @@ class CalibrationMetrics:
     def window(self, model: str, group: str, samples: int) -> None:
         self.window_samples.labels(model=model, group=group).set(samples)
 
-    def refit(self, model: str, group: str, curve: Any, drift: float | None, seconds: float) -> None:
+    def refit(
+        self, model: str, group: str, curve: Any, drift: float | None, seconds: float
+    ) -> None:
         self.refit_duration.observe(seconds)
         self.version.labels(model=model, group=group).set(curve.version)
         stats = curve.stats

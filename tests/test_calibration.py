@@ -48,7 +48,9 @@ def test_rc_lwr_is_raw_minus_statsmodels_lowess() -> None:
     config = StreamConfig(method="lowess", frac=0.3, it=3, window=4096, min_samples=10)
     curve = fit_curve(config, features, raw, version=1)
     calibrated, bias = curve.apply_arrays(features, raw)
-    expected_bias = sm.nonparametric.lowess(raw, features[:, 0], frac=0.3, it=3, delta=0, return_sorted=False)
+    expected_bias = sm.nonparametric.lowess(
+        raw, features[:, 0], frac=0.3, it=3, delta=0, return_sorted=False
+    )
     np.testing.assert_allclose(bias, expected_bias, atol=1e-9 * np.ptp(raw))
     np.testing.assert_allclose(calibrated, raw - expected_bias, atol=1e-9 * np.ptp(raw))
     assert abs(curve.stats.spearman_raw or 0) > 0.5
@@ -74,12 +76,18 @@ def test_features_in_sequence_fit_on_the_residual() -> None:
     features, raw = _biased_samples(2000)
     raw = raw + 0.3 * features[:, 2]  # a markdown bias on top
     config = StreamConfig(
-        method="lowess", window=4096, min_samples=10,
+        method="lowess",
+        window=4096,
+        min_samples=10,
         features=(FeatureStep(feature="chars"), FeatureStep(feature="markdown", alpha=1.0)),
     )
     curve = fit_curve(config, features, raw, 1)
-    first = sm.nonparametric.lowess(raw, features[:, 0], frac=1.0, it=3, delta=0, return_sorted=False)
-    second = sm.nonparametric.lowess(raw - first, features[:, 2], frac=1.0, it=3, delta=0, return_sorted=False)
+    first = sm.nonparametric.lowess(
+        raw, features[:, 0], frac=1.0, it=3, delta=0, return_sorted=False
+    )
+    second = sm.nonparametric.lowess(
+        raw - first, features[:, 2], frac=1.0, it=3, delta=0, return_sorted=False
+    )
     calibrated, _ = curve.apply_arrays(features, raw)
     np.testing.assert_allclose(calibrated, raw - first - second, atol=1e-8)
 
@@ -87,25 +95,35 @@ def test_features_in_sequence_fit_on_the_residual() -> None:
 def test_rc_mean_and_penalty_methods() -> None:
     features, raw = _biased_samples(1500)
     c = features[:, 0]
-    curve = fit_curve(StreamConfig(method="mean", mean_radius=50.0, window=4096, min_samples=10), features, raw, 1)
+    curve = fit_curve(
+        StreamConfig(method="mean", mean_radius=50.0, window=4096, min_samples=10), features, raw, 1
+    )
     _, bias = curve.apply_arrays(features, raw)
     for i in range(0, 1500, 97):  # the definition, directly
         near = np.abs(c - c[i]) <= 50.0
         expected = raw[near].mean() if near.sum() >= 20 else 0.0
         assert bias[i] == pytest.approx(expected, abs=1e-9)
-    penalty = fit_curve(StreamConfig(method="penalty", window=4096, min_samples=10), features, raw, 1)
+    penalty = fit_curve(
+        StreamConfig(method="penalty", window=4096, min_samples=10), features, raw, 1
+    )
     calibrated, _ = penalty.apply_arrays(features, raw)
     np.testing.assert_allclose(calibrated, raw - 0.001 * c)
 
 
 def test_standardize_and_clip_post_steps() -> None:
     features, raw = _biased_samples(1000)
-    curve = fit_curve(StreamConfig(window=4096, min_samples=10, standardize=True, clip=1.5), features, raw, 1)
+    curve = fit_curve(
+        StreamConfig(window=4096, min_samples=10, standardize=True, clip=1.5), features, raw, 1
+    )
     calibrated, _ = curve.apply_arrays(features, raw)
     assert calibrated.max() <= 1.5 and calibrated.min() >= -1.5
-    unclipped = fit_curve(StreamConfig(window=4096, min_samples=10, standardize=True), features, raw, 1)
+    unclipped = fit_curve(
+        StreamConfig(window=4096, min_samples=10, standardize=True), features, raw, 1
+    )
     values, _ = unclipped.apply_arrays(features, raw)
-    assert values.mean() == pytest.approx(0, abs=1e-9) and values.std() == pytest.approx(1, abs=1e-9)
+    assert values.mean() == pytest.approx(0, abs=1e-9) and values.std() == pytest.approx(
+        1, abs=1e-9
+    )
 
 
 def test_rolling_window_keeps_the_last_w_in_order() -> None:
@@ -133,19 +151,47 @@ def test_stream_statuses_versions_and_observe_opt_out(tmp_path) -> None:  # type
     assert (view.status, view.version) == (CalibrationStatus.WARMING_UP, 0)
     assert view.apply(_as_dicts(features[:3]), raw[:3].tolist())[0] == raw[:3].tolist()
 
-    engine.record(MODEL, "run", _as_dicts(features[:150]), raw[:150].tolist(), raw[:150].tolist(), observe=True)
-    engine.record(MODEL, "run", _as_dicts(features[150:400]), raw[150:400].tolist(), raw[150:400].tolist(), observe=False)
+    engine.record(
+        MODEL,
+        "run",
+        _as_dicts(features[:150]),
+        raw[:150].tolist(),
+        raw[:150].tolist(),
+        observe=True,
+    )
+    engine.record(
+        MODEL,
+        "run",
+        _as_dicts(features[150:400]),
+        raw[150:400].tolist(),
+        raw[150:400].tolist(),
+        observe=False,
+    )
     stream = engine.stream(MODEL, "run")
     assert stream.window_samples == 150  # evaluation traffic did not move the window
     assert engine.refit_due() == 0  # below min_samples
 
-    engine.record(MODEL, "run", _as_dicts(features[150:300]), raw[150:300].tolist(), raw[150:300].tolist(), observe=True)
+    engine.record(
+        MODEL,
+        "run",
+        _as_dicts(features[150:300]),
+        raw[150:300].tolist(),
+        raw[150:300].tolist(),
+        observe=True,
+    )
     assert engine.refit_due() == 1
     view1 = engine.current(MODEL, "run")
     assert (view1.status, view1.version) == (CalibrationStatus.CALIBRATED, 1)
     assert engine.refit_due() == 0  # nothing new
 
-    engine.record(MODEL, "run", _as_dicts(features[300:450]), raw[300:450].tolist(), raw[300:450].tolist(), observe=True)
+    engine.record(
+        MODEL,
+        "run",
+        _as_dicts(features[300:450]),
+        raw[300:450].tolist(),
+        raw[300:450].tolist(),
+        observe=True,
+    )
     assert engine.refit_due() == 1
     view2 = engine.current(MODEL, "run")
     assert view2.version == 2
@@ -154,15 +200,25 @@ def test_stream_statuses_versions_and_observe_opt_out(tmp_path) -> None:  # type
     cal2, _ = view2.apply(_as_dicts(features[:5]), raw[:5].tolist())
     assert cal1 != cal2
     assert curve_drift(view1.curve, view2.curve) == pytest.approx(
-        max(abs(a - b) for a, b in zip(
-            view2.curve.components[0].bias(np.linspace(*view2.curve.stats.feature_range, 256)),  # type: ignore[union-attr,misc]
-            view1.curve.components[0].bias(np.linspace(*view2.curve.stats.feature_range, 256)),  # type: ignore[union-attr,misc]
-            strict=True,
-        ))
+        max(
+            abs(a - b)
+            for a, b in zip(
+                view2.curve.components[0].bias(np.linspace(*view2.curve.stats.feature_range, 256)),  # type: ignore[union-attr,misc]
+                view1.curve.components[0].bias(np.linspace(*view2.curve.stats.feature_range, 256)),  # type: ignore[union-attr,misc]
+                strict=True,
+            )
+        )
     )
 
     stream.freeze()
-    engine.record(MODEL, "run", _as_dicts(features[450:]), raw[450:].tolist(), raw[450:].tolist(), observe=True)
+    engine.record(
+        MODEL,
+        "run",
+        _as_dicts(features[450:]),
+        raw[450:].tolist(),
+        raw[450:].tolist(),
+        observe=True,
+    )
     assert engine.refit_due() == 0
     assert engine.current(MODEL, "run").status == CalibrationStatus.FROZEN
     assert engine.current(MODEL, "run").version == 2
@@ -195,7 +251,14 @@ def test_reference_curve_until_own_fit(tmp_path) -> None:  # type: ignore[no-unt
     stream.load_reference(curve, None, freeze=False)
     view = target.current(MODEL, "eval")
     assert (view.status, view.version) == (CalibrationStatus.REFERENCE, curve.version)
-    target.record(MODEL, "eval", _as_dicts(features[:300]), raw[:300].tolist(), raw[:300].tolist(), observe=True)
+    target.record(
+        MODEL,
+        "eval",
+        _as_dicts(features[:300]),
+        raw[:300].tolist(),
+        raw[:300].tolist(),
+        observe=True,
+    )
     target.refit_due()
     own = target.current(MODEL, "eval")
     assert own.status == CalibrationStatus.CALIBRATED and own.version == curve.version + 1
@@ -216,7 +279,9 @@ def test_snapshot_round_trip_and_corruption_is_skipped(tmp_path, caplog) -> None
     features, raw = _biased_samples(500)
     engine.record(MODEL, "run", _as_dicts(features), raw.tolist(), raw.tolist(), observe=True)
     engine.refit_due()
-    engine.record(MODEL, "other", _as_dicts(features[:50]), raw[:50].tolist(), raw[:50].tolist(), observe=True)
+    engine.record(
+        MODEL, "other", _as_dicts(features[:50]), raw[:50].tolist(), raw[:50].tolist(), observe=True
+    )
     assert engine.snapshot() == 2
     before = engine.current(MODEL, "run")
 

@@ -32,7 +32,9 @@ def _metric_count(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in metrics")
 
 
-def _send(client: TestClient, items: list[dict[str, str]], group: str, batch: int = 64, **extra: object) -> list[dict]:
+def _send(
+    client: TestClient, items: list[dict[str, str]], group: str, batch: int = 64, **extra: object
+) -> list[dict]:
     data: list[dict] = []
     for start in range(0, len(items), batch):
         body = {"items": items[start : start + batch], "calibration_group": group, **extra}
@@ -43,12 +45,18 @@ def _send(client: TestClient, items: list[dict[str, str]], group: str, batch: in
 
 
 @pytest.fixture
-def biased_client(make_client: AppFactory, tiny_models: dict[str, Path], bert_tokenizer) -> tuple[TestClient, LengthBiasedBackend]:  # type: ignore[no-untyped-def]
+def biased_client(
+    make_client: AppFactory, tiny_models: dict[str, Path], bert_tokenizer
+) -> tuple[TestClient, LengthBiasedBackend]:  # type: ignore[no-untyped-def]
     backend = LengthBiasedBackend(bert_tokenizer)
     client = make_client(
-        tiny_models["bert"], backend=backend, max_input_tokens=512,
-        calibration_min_samples=256, calibration_refit_every=100_000,
-        calibration_refit_interval_s=3600, max_items_per_request=256,
+        tiny_models["bert"],
+        backend=backend,
+        max_input_tokens=512,
+        calibration_min_samples=256,
+        calibration_refit_every=100_000,
+        calibration_refit_interval_s=3600,
+        max_items_per_request=256,
         # The paper's AlpacaEval setting. With frac=1.0 (its RewardBench setting) LOWESS is
         # too smooth for AlpacaEval's long-tailed lengths: Spearman 0.64 -> 0.28 only.
         calibration_frac=0.3,
@@ -75,7 +83,10 @@ def test_online_calibration_removes_length_bias_end_to_end(biased_client) -> Non
         "/v1/rewards", json={"items": traffic[:2], "calibration_group": "run-1", "observe": False}
     ).json()
     assert out["calibration"] == {
-        "group": "run-1", "version": version, "status": "calibrated", "method": "lowess",
+        "group": "run-1",
+        "version": version,
+        "status": "calibrated",
+        "method": "lowess",
     }
     assert all(d["reward"] != d["raw_reward"] for d in rest[:50])
     assert all(d["bias"] == pytest.approx(d["raw_reward"] - d["reward"]) for d in rest)
@@ -91,7 +102,10 @@ def test_online_calibration_removes_length_bias_end_to_end(biased_client) -> Non
     metrics = client.get("/metrics").text
     labels = {"model": "tiny-bert", "group": "run-1"}
     assert _metric(metrics, "rewardcal_length_reward_spearman", kind="raw", **labels) >= 0.3
-    assert abs(_metric(metrics, "rewardcal_length_reward_spearman", kind="calibrated", **labels)) <= 0.05
+    assert (
+        abs(_metric(metrics, "rewardcal_length_reward_spearman", kind="calibrated", **labels))
+        <= 0.05
+    )
     assert _metric(metrics, "rewardcal_bias_slope", **labels) > 0
     assert _metric(metrics, "rewardcal_curve_version", **labels) >= 1
     assert _metric(metrics, "rewardcal_window_samples", **labels) == len(traffic)
@@ -110,10 +124,14 @@ def test_raw_rewards_do_not_depend_on_calibration(biased_client) -> None:  # typ
     assert client.get("/v1/calibration/g").json()["window_samples"] == 400  # observe: false
 
 
-def test_background_refit_happens_off_the_request_path(make_client: AppFactory, tiny_models: dict[str, Path], bert_tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_background_refit_happens_off_the_request_path(
+    make_client: AppFactory, tiny_models: dict[str, Path], bert_tokenizer
+) -> None:  # type: ignore[no-untyped-def]
     client = make_client(
-        tiny_models["bert"], backend=LengthBiasedBackend(bert_tokenizer),
-        calibration_min_samples=100, calibration_refit_every=50,
+        tiny_models["bert"],
+        backend=LengthBiasedBackend(bert_tokenizer),
+        calibration_min_samples=100,
+        calibration_refit_every=50,
     )
     _send(client, alpaca_items(120), "bg")
     deadline = time.monotonic() + 10
@@ -146,12 +164,18 @@ def test_freeze_export_import_reset(biased_client) -> None:  # type: ignore[no-u
     assert imported.status_code == 200, imported.text
     assert imported.json()["status"] == "frozen"
     assert imported.json()["version"] == exported["version"]
-    train_scores = client.post("/v1/rewards", json={"items": traffic[:20], "calibration_group": "train", "observe": False}).json()
-    eval_scores = client.post("/v1/rewards", json={"items": traffic[:20], "calibration_group": "eval"}).json()
+    train_scores = client.post(
+        "/v1/rewards", json={"items": traffic[:20], "calibration_group": "train", "observe": False}
+    ).json()
+    eval_scores = client.post(
+        "/v1/rewards", json={"items": traffic[:20], "calibration_group": "eval"}
+    ).json()
     assert eval_scores["calibration"]["status"] == "frozen"
     assert [d["reward"] for d in eval_scores["data"]] == [d["reward"] for d in train_scores["data"]]
 
-    not_frozen = client.put("/v1/calibration/warm/import", json={**exported, "freeze": False}).json()
+    not_frozen = client.put(
+        "/v1/calibration/warm/import", json={**exported, "freeze": False}
+    ).json()
     assert not_frozen["status"] == "reference"
 
     assert client.post("/v1/calibration/train/freeze").json()["status"] == "frozen"
@@ -173,11 +197,18 @@ def test_plot_png(biased_client) -> None:  # type: ignore[no-untyped-def]
 
 def test_calibration_route_errors(biased_client) -> None:  # type: ignore[no-untyped-def]
     client, _ = biased_client
-    for method, path in (("get", "/v1/calibration/missing"), ("post", "/v1/calibration/missing/reset"),
-                         ("get", "/v1/calibration/missing/export"), ("get", "/v1/calibration/missing/plot.png")):
+    for method, path in (
+        ("get", "/v1/calibration/missing"),
+        ("post", "/v1/calibration/missing/reset"),
+        ("get", "/v1/calibration/missing/export"),
+        ("get", "/v1/calibration/missing/plot.png"),
+    ):
         response = getattr(client, method)(path)
         assert response.status_code == 404 and response.json()["error"]["type"] == "not_found_error"
-    bad = client.put("/v1/calibration/x/import", json={"format": "rewardcal-calibration/1", "curve": {"version": 1}})
+    bad = client.put(
+        "/v1/calibration/x/import",
+        json={"format": "rewardcal-calibration/1", "curve": {"version": 1}},
+    )
     assert bad.status_code == 422 and "curve is not valid" in bad.json()["error"]["message"]
     wrong_format = client.put("/v1/calibration/x/import", json={"format": "other", "curve": {}})
     assert wrong_format.status_code == 422

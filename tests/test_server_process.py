@@ -179,9 +179,16 @@ def test_sigkill_restart_serves_the_last_snapshot_and_corruption_is_skipped(
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     args = [
-        "--model-path", str(tiny_models["llama"]), "--port", str(port),
-        "--calibration-min-samples", "40", "--calibration-refit-every", "20",
-        "--snapshot-interval-s", "0.3",
+        "--model-path",
+        str(tiny_models["llama"]),
+        "--port",
+        str(port),
+        "--calibration-min-samples",
+        "40",
+        "--calibration-refit-every",
+        "20",
+        "--snapshot-interval-s",
+        "0.3",
     ]
     state_dir = tmp_path / "state"
     proc = _serve(args, tmp_path)
@@ -230,11 +237,21 @@ def test_sigkill_restart_serves_the_last_snapshot_and_corruption_is_skipped(
 def test_sigterm_writes_the_final_snapshot(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    args = ["--model-path", str(tiny_models["bert"]), "--port", str(port), "--snapshot-interval-s", "3600"]
+    args = [
+        "--model-path",
+        str(tiny_models["bert"]),
+        "--port",
+        str(port),
+        "--snapshot-interval-s",
+        "3600",
+    ]
     proc = _serve(args, tmp_path)
     try:
         _wait_ready(base, proc)
-        body = {"items": [{"prompt": "p", "response": "r" * n} for n in range(1, 11)], "calibration_group": "t"}
+        body = {
+            "items": [{"prompt": "p", "response": "r" * n} for n in range(1, 11)],
+            "calibration_group": "t",
+        }
         assert httpx.post(f"{base}/v1/rewards", json=body, timeout=60).status_code == 200
     finally:
         _stop(proc)

@@ -13,8 +13,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 
 from service import __version__
@@ -24,6 +26,7 @@ from service.api.middleware import RequestContextMiddleware
 from service.api.routes import calibration, native, openrlhf, ops, vllm_compat
 from service.backends import BackendStartError, RewardBackend
 from service.config import Settings
+from service.errors import ErrorType, envelope
 from service.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -94,9 +97,54 @@ def create_app(
         runtime = app.state.runtime
         return runtime.metrics if runtime is not None else None
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = use_envelope_for_validation_errors(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         metrics_getter=current_metrics,
     )
     return app
+
+
+def use_envelope_for_validation_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI documents its own 422 shape; ours is the one envelope. Rewrite those
+    responses (and every operation's 500) to the envelope schema."""
+    ref = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    if "ErrorEnvelope" not in components:
+        from service.errors import ErrorEnvelope
+
+        components["ErrorEnvelope"] = ErrorEnvelope.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        components.update(components["ErrorEnvelope"].pop("$defs", {}))
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.setdefault("responses", {})
+            for status, error_type in (("422", ErrorType.VALIDATION), ("500", ErrorType.INTERNAL)):
+                if status == "422" and status not in responses:
+                    continue
+                responses[status] = {
+                    "description": error_type.value.replace("_", " "),
+                    "content": {
+                        "application/json": {
+                            "schema": ref,
+                            "example": envelope(error_type, "example message"),
+                        }
+                    },
+                }
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    return schema

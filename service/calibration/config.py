@@ -67,9 +67,7 @@ class StreamConfig(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError(f"features repeat: {names}")
         if self.min_samples > self.window:
-            raise ValueError(
-                f"min_samples ({self.min_samples}) exceeds the window ({self.window})"
-            )
+            raise ValueError(f"min_samples ({self.min_samples}) exceeds the window ({self.window})")
         return self
 
 

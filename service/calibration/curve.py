@@ -141,7 +141,7 @@ class Curve:
                 spearman_raw=stats.get("spearman_raw"),
                 spearman_calibrated=stats.get("spearman_calibrated"),
                 slope_per_1k=stats.get("slope_per_1k"),
-                feature_range=tuple(feature_range) if feature_range else None,  # type: ignore[arg-type]
+                feature_range=tuple(feature_range) if feature_range else None,
             ),
             fitted_at=float(data.get("fitted_at", time.time())),
         )
@@ -165,9 +165,7 @@ def _estimator(config: StreamConfig, c: Array, r: Array) -> BiasEstimator:
     if config.method == "lowess":
         return LowessBias.fit(c, r, config.frac, config.it, config.lowess_mode)
     if config.method == "mean":
-        return MeanBias.fit(
-            c, r, config.mean_radius, config.mean_ratio, config.mean_min_neighbors
-        )
+        return MeanBias.fit(c, r, config.mean_radius, config.mean_ratio, config.mean_min_neighbors)
     if config.method == "penalty":
         return PenaltyBias(config.penalty_coef)
     raise ValueError(f"method {config.method!r} fits no curve")

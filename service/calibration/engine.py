@@ -133,13 +133,21 @@ class CalibrationEngine:
         if curve is not None:
             logger.info(
                 "stream %s/%s: curve v%d on %d samples in %.3f s (spearman raw %s -> %s)",
-                stream.model, stream.group, curve.version, curve.stats.samples, elapsed,
-                _fmt(curve.stats.spearman_raw), _fmt(curve.stats.spearman_calibrated),
+                stream.model,
+                stream.group,
+                curve.version,
+                curve.stats.samples,
+                elapsed,
+                _fmt(curve.stats.spearman_raw),
+                _fmt(curve.stats.spearman_calibrated),
             )
             if self._metrics is not None:
                 self._metrics.refit(
-                    stream.model, stream.group, curve,
-                    curve_drift(stream.previous_curve, curve), elapsed,
+                    stream.model,
+                    stream.group,
+                    curve,
+                    curve_drift(stream.previous_curve, curve),
+                    elapsed,
                 )
         return curve
 
@@ -167,7 +175,9 @@ class CalibrationEngine:
                 written += 1
             except OSError as exc:
                 stream.dirty = True
-                logger.warning("could not write snapshot of %s/%s: %s", stream.model, stream.group, exc)
+                logger.warning(
+                    "could not write snapshot of %s/%s: %s", stream.model, stream.group, exc
+                )
         self._last_snapshot = time.monotonic()
         return written
 

@@ -23,7 +23,8 @@ EXACT_LOWESS_MAX_SAMPLES = 65_536
 
 
 class BiasEstimator(Protocol):
-    kind: str
+    @property
+    def kind(self) -> str: ...
 
     def __call__(self, c: Array) -> Array: ...
 

@@ -27,21 +27,39 @@ def render_png(
             rng = np.random.default_rng(0)
             pick = rng.choice(raw.size, size=min(raw.size, max_points), replace=False)
             rho_raw = spearman(c, raw)
-            ax.scatter(c[pick], raw[pick], s=6, alpha=0.35, color="tab:red",
-                       label=f"raw (Spearman {_fmt(rho_raw)})")
+            ax.scatter(
+                c[pick],
+                raw[pick],
+                s=6,
+                alpha=0.35,
+                color="tab:red",
+                label=f"raw (Spearman {_fmt(rho_raw)})",
+            )
             if curve is not None:
                 calibrated, _ = curve.apply_arrays(features, raw)
                 rho_cal = spearman(c, calibrated)
-                ax.scatter(c[pick], calibrated[pick], s=6, alpha=0.35, color="tab:blue",
-                           label=f"calibrated (Spearman {_fmt(rho_cal)})")
+                ax.scatter(
+                    c[pick],
+                    calibrated[pick],
+                    s=6,
+                    alpha=0.35,
+                    color="tab:blue",
+                    label=f"calibrated (Spearman {_fmt(rho_cal)})",
+                )
                 grid = np.linspace(float(c.min()), float(c.max()), 300)
                 first = curve.components[0] if curve.components else None
                 if first is not None:
-                    ax.plot(grid, first.estimator(grid), color="black", linewidth=2,
-                            label=f"fitted bias b({feature}), v{curve.version}")
+                    ax.plot(
+                        grid,
+                        first.estimator(grid),
+                        color="black",
+                        linewidth=2,
+                        label=f"fitted bias b({feature}), v{curve.version}",
+                    )
         else:
-            ax.text(0.5, 0.5, "no observations yet", ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(
+                0.5, 0.5, "no observations yet", ha="center", va="center", transform=ax.transAxes
+            )
         ax.set_xlabel(f"response {feature}")
         ax.set_ylabel("reward")
         ax.set_title(title)

