@@ -1,4 +1,4 @@
-"""The ``rewardcal`` command: serve, build-default-model, build-tiny-model.
+"""The ``rewardcal`` command: serve, calibrate, build-default-model, build-tiny-model.
 
 ``rewardcal serve --max-batch-size 64`` overrides ``REWARDCAL_MAX_BATCH_SIZE``: every
 settings field is a flag, generated from the one settings object.
@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("out")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=cmd_build_tiny_model)
+
+    from service.offline import add_calibrate_parser
+
+    add_calibrate_parser(sub)  # `rewardcal calibrate FILE`: offline, the paper's protocol
     return parser
 
 

@@ -155,9 +155,9 @@ class ScoringService:
         side: formatting.TruncationSide = "right" if self._truncation == "right" else "left"
         texts: list[str | None] = []
         responses: list[str] = []
-        for item in inputs:
+        for index, item in enumerate(inputs):
             if item.messages is not None:
-                texts.append(formatting.render_messages(tokenizer, item.messages))
+                texts.append(_render(tokenizer, item.messages, index))
                 response = item.response
                 if response is None:
                     response = formatting.last_assistant_turn(item.messages)
@@ -206,6 +206,18 @@ class ScoringService:
             for response, count in zip(responses, response_token_counts, strict=True)
         ]
         return _Prepared(token_ids=token_ids, features=features)
+
+
+def _render(tokenizer: Any, messages: Sequence[Mapping[str, str]], index: int) -> str:
+    try:
+        return formatting.render_messages(tokenizer, messages)
+    except Exception as exc:  # noqa: BLE001 - templates raise anything (jinja, TypeError)
+        # Chat templates refuse some conversations (e.g. roles that do not alternate):
+        # that is the client's input, not a server fault.
+        raise ServiceError(
+            ErrorType.VALIDATION,
+            f"input {index}: the model's chat template refused these messages: {str(exc)[:200]}",
+        ) from None
 
 
 def _count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:

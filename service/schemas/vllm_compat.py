@@ -24,7 +24,9 @@ class ClassifyRequest(BaseModel):
         "the bias feature.",
     )
     messages: list[ChatMessage] | None = Field(
-        default=None, description="A conversation, rendered with the model's chat template."
+        default=None,
+        min_length=1,
+        description="A conversation, rendered with the model's chat template.",
     )
     use_activation: bool | None = Field(
         default=None,

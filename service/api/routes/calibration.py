@@ -30,7 +30,7 @@ router = APIRouter(prefix="/v1/calibration", tags=["calibration"])
 ModelQuery = Annotated[
     str | None, Query(description="Model id (default: the served model).", max_length=256)
 ]
-OPS_ERRORS = error_responses(401, 404, 422)
+OPS_ERRORS = error_responses(400, 401, 404, 422)
 
 
 def _stream(runtime: Runtime, group: str, model: str | None, *, create: bool) -> CalibrationStream:
@@ -161,7 +161,9 @@ async def export(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> C
 
 
 @router.put(
-    "/{group}/import", response_model=StreamSummary, responses=error_responses(401, 404, 413, 422)
+    "/{group}/import",
+    response_model=StreamSummary,
+    responses=error_responses(400, 401, 404, 413, 422),
 )
 async def import_curve(
     group: str, body: CalibrationImport, runtime: RuntimeDep, model: ModelQuery = None

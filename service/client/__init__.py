@@ -1,0 +1,48 @@
+"""Python client of rewardcal: sync and async clients, typed results, trainer integrations.
+
+    from service.client import RewardClient
+
+    with RewardClient("http://127.0.0.1:8000", calibration_group="run-42") as rm:
+        for r in rm.score([("What is 2+2?", "4."), ("Name a prime.", "7 is prime.")]):
+            print(r.reward, r.raw_reward, r.bias, r.version, r.status)
+
+Only httpx and the standard library are needed (nothing of the server is imported), so the
+client installs cleanly next to a trainer. See docs/client.md.
+"""
+
+from service.client._http import DEFAULT_TIMEOUT, RetryPolicy
+from service.client.async_ import AsyncRewardClient
+from service.client.integrations import (
+    TRLRewardFunc,
+    VerlBatchComputeScore,
+    VerlComputeScore,
+    make_trl_reward_func,
+    make_verl_batch_compute_score,
+    make_verl_compute_score,
+    pooled_client,
+)
+from service.client.sync import RewardClient
+from service.client.types import (
+    CompareResult,
+    RewardConnectionError,
+    RewardResult,
+    RewardServiceError,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "AsyncRewardClient",
+    "CompareResult",
+    "RetryPolicy",
+    "RewardClient",
+    "RewardConnectionError",
+    "RewardResult",
+    "RewardServiceError",
+    "TRLRewardFunc",
+    "VerlBatchComputeScore",
+    "VerlComputeScore",
+    "make_trl_reward_func",
+    "make_verl_batch_compute_score",
+    "make_verl_compute_score",
+    "pooled_client",
+]

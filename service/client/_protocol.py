@@ -1,0 +1,294 @@
+"""Request bodies and response parsing, shared by the sync and async clients (no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
+
+from service.client.types import (
+    ComparePairInput,
+    CompareResult,
+    RewardResult,
+    RewardServiceError,
+    ScoreItem,
+)
+
+T = TypeVar("T")
+
+DEFAULT_GROUP = "default"
+
+REWARDS_PATH = "/v1/rewards"
+COMPARE_PATH = "/v1/rewards/compare"
+GET_REWARD_PATH = "/get_reward"
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    offset: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan(Generic[T]):
+    """A batched call: the chunks to POST to ``path`` and how to read each answer."""
+
+    path: str
+    chunks: list[Chunk]
+    parse: Callable[[Any, int], list[T]]
+
+    def merge(self, answers: Sequence[list[T]]) -> list[T]:
+        return [result for answer in answers for result in answer]
+
+
+def check_batch_size(batch_size: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
+def _spans(n: int, size: int) -> list[tuple[int, int]]:
+    return [(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+def _message(message: Any) -> dict[str, str]:
+    if not isinstance(message, Mapping):
+        raise TypeError(f"a chat message must be a mapping with role and content, got {message!r}")
+    content = message.get("content", "")
+    if not isinstance(content, str):  # multimodal content parts: keep the text parts
+        parts = content if isinstance(content, Iterable) else [content]
+        content = "".join(
+            str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in parts
+        )
+    return {"role": str(message.get("role", "")), "content": content}
+
+
+def messages_of(conversation: Iterable[Any]) -> list[dict[str, str]]:
+    return [_message(m) for m in conversation]
+
+
+def score_item(item: ScoreItem) -> dict[str, Any]:
+    """One ``/v1/rewards`` item from a pair tuple, a dict, or a conversation."""
+    if isinstance(item, Mapping):
+        if "messages" in item:
+            return {"messages": messages_of(item["messages"])}
+        if "prompt" in item and "response" in item:
+            return {"prompt": str(item["prompt"]), "response": str(item["response"])}
+        raise TypeError(f"an item dict needs prompt and response, or messages: {item!r}")
+    if isinstance(item, str):
+        raise TypeError("a bare string is not an item: use (prompt, response) or score_texts()")
+    if isinstance(item, Sequence):
+        if len(item) == 2 and all(isinstance(x, str) for x in item):
+            return {"prompt": item[0], "response": item[1]}
+        if all(isinstance(m, Mapping) for m in item):
+            return {"messages": messages_of(item)}
+    raise TypeError(
+        f"cannot score {item!r}: give (prompt, response), "
+        "{'prompt', 'response'}, {'messages': [...]} or a list of messages"
+    )
+
+
+def compare_pair(pair: ComparePairInput) -> dict[str, str]:
+    if isinstance(pair, Mapping):
+        try:
+            return {k: str(pair[k]) for k in ("prompt", "chosen", "rejected")}
+        except KeyError as exc:
+            raise TypeError(f"a pair dict needs prompt, chosen and rejected: {pair!r}") from exc
+    if (
+        isinstance(pair, Sequence)
+        and not isinstance(pair, str)
+        and len(pair) == 3
+        and all(isinstance(x, str) for x in pair)
+    ):
+        return {"prompt": pair[0], "chosen": pair[1], "rejected": pair[2]}
+    raise TypeError(f"a pair is (prompt, chosen, rejected) or a dict of them, got {pair!r}")
+
+
+def _options(group: str | None, observe: bool, model: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"observe": observe}
+    if group is not None:
+        body["calibration_group"] = group
+    if model is not None:
+        body["model"] = model
+    return body
+
+
+def _float(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RewardServiceError(
+            f"unexpected {what} in the answer: {value!r}", type="invalid_response"
+        )
+    return float(value)
+
+
+def _features(raw: Any) -> Mapping[str, float]:
+    if not isinstance(raw, Mapping):
+        return MappingProxyType({})
+    return MappingProxyType({str(k): float(v) for k, v in raw.items()})
+
+
+def _parse_rewards(body: Any, offset: int) -> list[RewardResult]:
+    try:
+        info = body["calibration"]
+        results = [
+            RewardResult(
+                index=offset + int(d["index"]),
+                reward=_float(d["reward"], "reward"),
+                raw_reward=_float(d["raw_reward"], "raw_reward"),
+                bias=_float(d["bias"], "bias"),
+                version=int(info["version"]),
+                status=str(info["status"]),
+                group=str(info["group"]),
+                features=_features(d.get("features")),
+                model=body.get("model"),
+                method=info.get("method"),
+            )
+            for d in body["data"]
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RewardServiceError(
+            f"unexpected /v1/rewards answer ({exc!r})", type="invalid_response"
+        ) from exc
+    return sorted(results, key=lambda r: r.index)
+
+
+def _side(side: Mapping[str, Any], index: int, body: Any) -> RewardResult:
+    info = body["calibration"]
+    return RewardResult(
+        index=index,
+        reward=_float(side["reward"], "reward"),
+        raw_reward=_float(side["raw_reward"], "raw_reward"),
+        bias=_float(side["bias"], "bias"),
+        version=int(info["version"]),
+        status=str(info["status"]),
+        group=str(info["group"]),
+        features=_features(side.get("features")),
+        model=body.get("model"),
+        method=info.get("method"),
+    )
+
+
+def _parse_compare(body: Any, offset: int) -> list[CompareResult]:
+    try:
+        info = body["calibration"]
+        results = []
+        for d in body["data"]:
+            index = offset + int(d["index"])
+            results.append(
+                CompareResult(
+                    index=index,
+                    margin=_float(d["margin"], "margin"),
+                    raw_margin=_float(d["raw_margin"], "raw_margin"),
+                    p_chosen=_float(d["p_chosen"], "p_chosen"),
+                    raw_p_chosen=_float(d["raw_p_chosen"], "raw_p_chosen"),
+                    chosen=_side(d["chosen"], index, body),
+                    rejected=_side(d["rejected"], index, body),
+                    version=int(info["version"]),
+                    status=str(info["status"]),
+                    group=str(info["group"]),
+                    model=body.get("model"),
+                )
+            )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RewardServiceError(
+            f"unexpected /v1/rewards/compare answer ({exc!r})", type="invalid_response"
+        ) from exc
+    return sorted(results, key=lambda r: r.index)
+
+
+def _parse_get_reward(group: str) -> Callable[[Any, int], list[RewardResult]]:
+    def parse(body: Any, offset: int) -> list[RewardResult]:
+        try:
+            rewards = body["rewards"]
+            logs = body.get("extra_logs") or {}
+            raw = logs.get("raw_reward", rewards)
+            bias = logs.get("bias", [0.0] * len(rewards))
+            versions = logs.get("calibration_version", [None] * len(rewards))
+            chars = logs.get("response_chars")
+            tokens = logs.get("response_tokens")
+            out = []
+            for i, reward in enumerate(rewards):
+                features: dict[str, float] = {}
+                if chars is not None:
+                    features["chars"] = float(chars[i])
+                if tokens is not None:
+                    features["tokens"] = float(tokens[i])
+                out.append(
+                    RewardResult(
+                        index=offset + i,
+                        reward=_float(reward, "reward"),
+                        raw_reward=_float(raw[i], "raw_reward"),
+                        bias=_float(bias[i], "bias"),
+                        version=None if versions[i] is None else int(versions[i]),
+                        status=None,
+                        group=group,
+                        features=MappingProxyType(features),
+                    )
+                )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise RewardServiceError(
+                f"unexpected /get_reward answer ({exc!r})", type="invalid_response"
+            ) from exc
+        return out
+
+    return parse
+
+
+def plan_score(
+    items: Iterable[ScoreItem],
+    *,
+    batch_size: int,
+    group: str | None,
+    observe: bool,
+    model: str | None,
+) -> Plan[RewardResult]:
+    normalized = [score_item(item) for item in items]
+    options = _options(group, observe, model)
+    chunks = [
+        Chunk(start, {"items": normalized[start:end], **options})
+        for start, end in _spans(len(normalized), check_batch_size(batch_size))
+    ]
+    return Plan(REWARDS_PATH, chunks, _parse_rewards)
+
+
+def plan_compare(
+    pairs: Iterable[ComparePairInput],
+    *,
+    batch_size: int,
+    group: str | None,
+    observe: bool,
+    model: str | None,
+) -> Plan[CompareResult]:
+    normalized = [compare_pair(pair) for pair in pairs]
+    options = _options(group, observe, model)
+    chunks = [
+        Chunk(start, {"pairs": normalized[start:end], **options})
+        for start, end in _spans(len(normalized), check_batch_size(batch_size))
+    ]
+    return Plan(COMPARE_PATH, chunks, _parse_compare)
+
+
+def plan_texts(
+    texts: Iterable[str],
+    prompts: Iterable[str | None] | None,
+    *,
+    batch_size: int,
+    group: str | None,
+    observe: bool,
+) -> Plan[RewardResult]:
+    queries = list(texts)
+    for text in queries:
+        if not isinstance(text, str):
+            raise TypeError(f"score_texts takes strings, got {text!r}")
+    prompt_list = None if prompts is None else list(prompts)
+    if prompt_list is not None and len(prompt_list) != len(queries):
+        raise ValueError(f"{len(prompt_list)} prompts for {len(queries)} texts")
+    options = _options(group, observe, None)
+    chunks = []
+    for start, end in _spans(len(queries), check_batch_size(batch_size)):
+        body: dict[str, Any] = {"query": queries[start:end], **options}
+        if prompt_list is not None:
+            body["prompts"] = prompt_list[start:end]
+        chunks.append(Chunk(start, body))
+    return Plan(GET_REWARD_PATH, chunks, _parse_get_reward(group or DEFAULT_GROUP))

@@ -1,0 +1,320 @@
+"""``rewardcal calibrate FILE``: the paper's offline (in-sample) calibration of a file.
+
+Input (by extension: ``.jsonl``, ``.csv``, ``.json``, each optionally ``.gz``) is either
+
+- RewardBench-style pairs: ``scores_chosen``, ``scores_rejected`` (a number or a
+  one-element list), ``chosen``, ``rejected`` (response text) and ``subset``; or
+- scored samples: ``reward`` and a length (``chars`` or ``length``, else the characters of
+  ``text`` / ``response``), optionally ``group`` (each group is calibrated on its own).
+
+The command prints the length Spearman before/after and, for pairs, RewardBench's section
+scores before/after; ``--out`` writes the rows back with calibrated columns added.
+Bad input exits with code 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.offline.io import InputError, Table, read_table, table_format, write_table
+
+EXIT_BAD_INPUT = 2
+
+
+def _fraction(text: str) -> float:
+    value = _finite(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _count(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return value
+
+    return parse
+
+
+def add_calibrate_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the ``calibrate`` subcommand to ``rewardcal``'s subparsers."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "calibrate",
+        help="calibrate a file of rewards offline (the paper's in-sample protocol)",
+        description=(
+            "Remove the length bias of a reward model from a file of scores: pool all "
+            "responses, fit the bias of reward on length (RC-LWR by default), subtract "
+            "each response's fitted bias, and report the length Spearman and, for "
+            "RewardBench pair files, the section scores before and after."
+        ),
+    )
+    parser.add_argument(
+        "file",
+        type=Path,
+        metavar="FILE",
+        help="scored samples or RewardBench pairs (.jsonl, .csv, .json; .gz ok)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=["lowess", "mean", "penalty"],
+        default="lowess",
+        help="bias estimate: RC-LWR (LOWESS), RC-Mean, or the length penalty (default: lowess)",
+    )
+    parser.add_argument(
+        "--feature",
+        nargs="+",
+        choices=["chars", "markdown"],
+        default=["chars"],
+        metavar="{chars,markdown}",
+        help="characteristic(s) to remove, in sequence (default: chars)",
+    )
+    parser.add_argument(
+        "--alpha",
+        nargs="+",
+        type=_non_negative,
+        default=[1.0],
+        help="strength of removal: one value, or one per feature (default: 1.0)",
+    )
+    parser.add_argument(
+        "--frac",
+        type=_fraction,
+        default=1.0,
+        help="LOWESS span (default: 1.0, the paper's RewardBench setting)",
+    )
+    parser.add_argument(
+        "--it", type=_count(0), default=3, help="LOWESS robustness iterations (default: 3)"
+    )
+    parser.add_argument(
+        "--center",
+        choices=["none", "mean"],
+        default="none",
+        help="none: subtract b_hat itself, as the paper (default); mean: "
+        "subtract b_hat minus its mean, keeping the reward level",
+    )
+    parser.add_argument(
+        "--ratio",
+        type=_positive,
+        default=4.0,
+        help="RC-Mean: d = mean |c_chosen - c_rejected| / ratio (default: 4)",
+    )
+    parser.add_argument(
+        "--min-neighbors",
+        type=_count(1),
+        default=20,
+        help="RC-Mean: fewest samples in a window to calibrate (default: 20)",
+    )
+    parser.add_argument(
+        "--radius",
+        type=_positive,
+        default=None,
+        help="RC-Mean: window half-width d (default: from the data)",
+    )
+    parser.add_argument(
+        "--coef",
+        type=_finite,
+        default=0.001,
+        help="length penalty per unit of the feature (default: 0.001)",
+    )
+    parser.add_argument(
+        "--xstest-weights",
+        choices=["rewardbench", "rows"],
+        default="rewardbench",
+        help="Safety weights of the two XSTest subsets: RewardBench's table "
+        "(refuse 250, respond 154; default) or their row counts (154, 250)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write the rows with calibrated columns added (format by extension, else the input's)",
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write a PNG of reward vs length, raw and calibrated",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        dest="json_path",
+        metavar="PATH",
+        help="write the metrics as JSON (full precision)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars on stderr (default: when stderr is a terminal)",
+    )
+    parser.set_defaults(func=cmd_calibrate)
+    return parser
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except InputError as exc:
+        print(f"rewardcal calibrate: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _run(args: argparse.Namespace) -> int:
+    from service.offline.protocol import (
+        Options,
+        calibrate_pairs,
+        calibrate_samples,
+        detect_kind,
+        pair_data,
+        sample_data,
+    )
+    from service.offline.report import format_report, pair_metrics, sample_metrics
+
+    features = tuple(args.feature)
+    alphas = tuple(args.alpha) * len(features) if len(args.alpha) == 1 else tuple(args.alpha)
+    try:
+        options = Options(
+            method=args.method,
+            features=features,
+            alphas=alphas,
+            frac=args.frac,
+            it=args.it,
+            center=args.center,
+            ratio=args.ratio,
+            min_neighbors=args.min_neighbors,
+            radius=args.radius,
+            coef=args.coef,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    show = sys.stderr.isatty() if args.progress is None else bool(args.progress)
+    path: Path = args.file
+    source = str(path)
+    table = read_table(path, show_progress=show)
+    kind = detect_kind(table, source)
+    if kind == "pairs":
+        pairs = pair_data(table, source, features, show)
+        result = calibrate_pairs(pairs, options, show)
+        metrics = pair_metrics(source, pairs, result, options, args.xstest_weights)
+        if args.out is not None:
+            _add_pair_columns(
+                table, pairs.features_chosen, pairs.features_rejected, result, features
+            )
+        c0 = np.concatenate(
+            [pairs.features_chosen[features[0]], pairs.features_rejected[features[0]]]
+        )
+        curves = {"pool": np.arange(2 * pairs.size, dtype=np.int64)}
+    else:
+        samples = sample_data(table, source, features, show)
+        result, parts, index = calibrate_samples(samples, options, show)
+        metrics = sample_metrics(source, samples, result, parts, index, options)
+        if args.out is not None:
+            _add_sample_columns(table, samples.features, result, features)
+        c0 = samples.features[features[0]]
+        curves = index
+
+    print(format_report(metrics))
+    if args.out is not None:
+        write_table(args.out, table, table_format(args.out), show)
+        print(f"\nwrote {args.out}")
+    if args.plot is not None:
+        from service.offline.plot import write_plot
+
+        first = metrics["spearman"].get(features[0], {"before": None, "after": None})
+        write_plot(
+            args.plot,
+            f"{path.name}: {args.method}, feature {features[0]}",
+            features[0],
+            c0,
+            result.raw,
+            result.calibrated,
+            result.steps[0].b_hat,
+            curves,
+            first["before"],
+            first["after"],
+        )
+        print(f"wrote {args.plot}")
+    if args.json_path is not None:
+        try:
+            args.json_path.parent.mkdir(parents=True, exist_ok=True)
+            args.json_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{args.json_path}: cannot write: {exc}") from None
+        print(f"wrote {args.json_path}")
+    return 0
+
+
+def _add_pair_columns(
+    table: Table,
+    feats_c: dict[str, Any],
+    feats_r: dict[str, Any],
+    result: Any,
+    features: tuple[str, ...],
+) -> None:
+    n = len(table.rows)
+    calibrated = result.calibrated
+    shift = sum(step.shift for step in result.steps)
+    for i, row in enumerate(table.rows):
+        row["scores_chosen_calibrated"] = float(calibrated[i])
+        row["scores_rejected_calibrated"] = float(calibrated[n + i])
+        row["bias_chosen"] = float(shift[i])
+        row["bias_rejected"] = float(shift[n + i])
+        row["results_calibrated"] = int(calibrated[i] > calibrated[n + i])
+        for name in features:
+            row[f"{name}_chosen"] = _int_if_whole(feats_c[name][i])
+            row[f"{name}_rejected"] = _int_if_whole(feats_r[name][i])
+
+
+def _add_sample_columns(
+    table: Table, feats: dict[str, Any], result: Any, features: tuple[str, ...]
+) -> None:
+    shift = sum(step.shift for step in result.steps)
+    given = set(table.columns)
+    add = [f for f in features if f not in given and not (f == "chars" and "length" in given)]
+    for i, row in enumerate(table.rows):
+        row["reward_calibrated"] = float(result.calibrated[i])
+        row["bias"] = float(shift[i])
+        for name in add:
+            row[name] = _int_if_whole(feats[name][i])
+
+
+def _int_if_whole(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else float(value)
