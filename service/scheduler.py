@@ -18,7 +18,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from service.backends.base import RewardBackend
@@ -36,6 +36,14 @@ class BatchPolicy:
     max_wait_s: float
     max_queue: int
     retry_after_s: int = 1
+
+
+@dataclass
+class Reservation:
+    """Queue capacity held for a request from admission until its inputs are queued."""
+
+    count: int
+    active: bool = True
 
 
 @dataclass
@@ -62,6 +70,7 @@ class Scheduler:
         self._metrics = metrics
         self._queue: collections.deque[_Entry] = collections.deque()
         self._pending = 0  # inputs accepted and not yet answered (queued or in a batch)
+        self._reserved = 0  # admitted, still being tokenized
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_batch: list[_Entry] = []  # taken off the queue, not yet answered
@@ -93,7 +102,7 @@ class Scheduler:
         self._in_batch = []
 
     def _admit(self, count: int) -> None:
-        if self._pending + count > self._policy.max_queue:
+        if self._pending + self._reserved + count > self._policy.max_queue:
             if self._metrics is not None:
                 self._metrics.rejected(count)
             raise Overloaded(
@@ -102,11 +111,38 @@ class Scheduler:
                 self._policy.retry_after_s,
             )
 
-    async def submit(self, inputs: Sequence[Sequence[int]]) -> list[float]:
+    @contextlib.contextmanager
+    def reserve(self, count: int) -> Iterator[Reservation]:
+        """Admit a request before any work is done for it (503 at once when full).
+
+        The capacity is held while the request is tokenized and handed to ``submit``;
+        it is released if the request fails before that.
+        """
+        self._admit(count)
+        self._reserved += count
+        reservation = Reservation(count)
+        try:
+            yield reservation
+        finally:
+            self._release(reservation)
+
+    def _release(self, reservation: Reservation) -> None:
+        if reservation.active:
+            reservation.active = False
+            self._reserved -= reservation.count
+
+    async def submit(
+        self, inputs: Sequence[Sequence[int]], reservation: Reservation | None = None
+    ) -> list[float]:
         """Score inputs; raises Overloaded (503) at once when the queue is full."""
         if not inputs:
+            if reservation is not None:
+                self._release(reservation)
             return []
-        self._admit(len(inputs))
+        if reservation is not None and reservation.active:
+            self._release(reservation)  # its capacity becomes pending inputs below
+        else:
+            self._admit(len(inputs))
         if self._backend.limits.batches_itself:
             return await self._forward_directly(inputs)
         if self._task is None:

@@ -125,10 +125,12 @@ class ScoringService:
             self.max_input_tokens if max_tokens is None else min(max_tokens, self.max_input_tokens)
         )
         loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(
-            self._tokenizer_thread, self._prepare, list(inputs), limit
-        )
-        raw = await self._scheduler.submit(prepared.token_ids)
+        # Admission first: an overloaded server answers 503 before spending any work.
+        with self._scheduler.reserve(len(inputs)) as reservation:
+            prepared = await loop.run_in_executor(
+                self._tokenizer_thread, self._prepare, list(inputs), limit
+            )
+            raw = await self._scheduler.submit(prepared.token_ids, reservation)
         rewards, biases = curve.apply(prepared.features, raw)
         self._calibration.record(
             self.model_id, group, prepared.features, raw, rewards, observe=observe

@@ -152,3 +152,16 @@ async def test_stop_fails_waiting_requests_instead_of_hanging() -> None:
     await scheduler.stop()
     with pytest.raises(ServiceError):
         await asyncio.wait_for(waiting, 2)
+
+
+async def test_reservation_refuses_before_work_and_is_released_on_failure() -> None:
+    scheduler, _ = await _started(_policy(max_queue=4))
+    with scheduler.reserve(3):
+        with pytest.raises(Overloaded):
+            with scheduler.reserve(2):
+                pass
+    # Released although nothing was submitted (e.g. tokenization failed).
+    with scheduler.reserve(4) as reservation:
+        assert await scheduler.submit([_ids(2)] * 4, reservation) == pytest.approx([0.02] * 4)
+    assert scheduler.pending == 0
+    await scheduler.stop()

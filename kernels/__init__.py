@@ -1,0 +1,19 @@
+"""Numeric kernels of rewardcal: LOWESS (RC-LWR), RC-Mean and the length penalty.
+
+Each public function validates its input once and hands clean float64 arrays to private
+implementations (``_lowess_*``) that only do arithmetic.
+"""
+
+from .curve import LowessCurve
+from .lowess import lowess, lowess_curve
+from .penalty import length_penalty
+from .rc_mean import rc_mean, rc_mean_radius
+
+__all__ = [
+    "LowessCurve",
+    "length_penalty",
+    "lowess",
+    "lowess_curve",
+    "rc_mean",
+    "rc_mean_radius",
+]

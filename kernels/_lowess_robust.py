@@ -1,0 +1,140 @@
+"""The robustness iterations of LOWESS over tie-aggregated data, for any array library.
+
+Notes
+-----
+Each pass sums the robustness weights (and weights times y) per distinct x with a
+bincount, fits every anchor once, spreads the fits back to observations, and turns the
+residuals into bisquare weights, like statsmodels' ``it`` extra passes. With ``xvals``
+statsmodels runs ``it`` passes on the data and then one fit at ``xvals`` with the last
+weights; ``final_plan`` does the same.
+
+y is centred by its mean first: every sum then carries the spread of y rather than its
+level, and the mean is added back at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._lowess_fit import LocalFits, interpolation, tricube_count
+from ._lowess_groups import FloatArray, Groups, IntArray
+from ._lowess_ops import ArrayOps, MomentsFn
+from ._lowess_plan import FitPlan
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A clean LOWESS problem, ready for any backend (all host numpy).
+
+    Attributes
+    ----------
+    groups : tie aggregation of the clean x.
+    y : clean y, in the order of ``groups.inverse``.
+    it : robustness passes.
+    data_plan : anchors fitted in the data passes (their windows and summation plan).
+    data_anchor_groups : group of each data anchor, or None when every group is one
+        (exact mode); otherwise the other groups are interpolated linearly.
+    fallback_positions : sorted position whose y statsmodels keeps for a data anchor when
+        it skips the regression (fewer than two positive weights).
+    sort_order : statsmodels' ``np.argsort(x)`` of the clean x, computed on demand.
+    final_plan : anchors at ``xvals`` (NaN where the regression is skipped), or None to
+        return the fits at every group.
+    """
+
+    groups: Groups
+    y: FloatArray
+    it: int
+    data_plan: FitPlan
+    data_anchor_groups: IntArray | None
+    fallback_positions: IntArray
+    sort_order: Callable[[], IntArray]
+    final_plan: FitPlan | None = None
+
+
+class _ExactCounter:
+    """statsmodels' positive-weight count for the rare anchors the bounds cannot settle."""
+
+    def __init__(self, groups: Groups) -> None:
+        self.groups = groups
+        self._by_group: IntArray | None = None
+
+    def __call__(self, plan: FitPlan, rw: FloatArray | None, anchors: IntArray) -> IntArray:
+        g = self.groups
+        if self._by_group is None:
+            self._by_group = np.argsort(g.inverse, kind="stable").astype(np.int64)
+        start = g.start
+        out = np.empty(anchors.size, dtype=np.int64)
+        w = plan.win
+        for i, a in enumerate(anchors):
+            obs = self._by_group[start[w.lo[a]] : g.end[w.hi[a]]]
+            weights = np.ones(obs.size) if rw is None else rw[obs]
+            out[i] = tricube_count(g.xs[g.inverse[obs]], weights, w.u[a], w.radius[a])
+        return out
+
+
+def run(ops: ArrayOps, problem: Problem, moments: MomentsFn | None = None) -> np.ndarray:
+    """Fitted values at every group (or at ``final_plan``'s anchors), as host float64."""
+    g = problem.groups
+    y_center = float(np.mean(problem.y))
+    yc = ops.array(problem.y - y_center)
+    inverse = ops.array(g.inverse)
+    counts = ops.array(g.counts.astype(np.float64))
+    counts_prefix = ops.cumsum0(counts)
+    xs = ops.array(g.xs)
+    data_fits = LocalFits(ops, xs, problem.data_plan, moments)
+    final_fits = None
+    if problem.final_plan is not None:
+        final_fits = LocalFits(ops, xs, problem.final_plan, moments)
+    interp: tuple[Any, Any] | None = None
+    if problem.data_anchor_groups is not None and problem.data_anchor_groups.size < g.xs.size:
+        left, share = interpolation(g.xs, problem.data_anchor_groups)
+        interp = (ops.array(left), ops.array(share))
+    counter = _ExactCounter(g)
+    fallback: Any = None
+    n_groups = int(g.xs.size)
+
+    rw: Any = None
+    for p in range(problem.it + 1):
+        if rw is None:
+            a_g, b_g = counts, ops.bincount(inverse, yc, n_groups)
+            positive = (counts_prefix, counts_prefix)
+            rw_host = None
+        else:
+            a_g = ops.bincount(inverse, rw, n_groups)
+            b_g = ops.bincount(inverse, rw * yc, n_groups)
+            rw_host = ops.host(rw)
+            low = np.flatnonzero(rw_host <= 1e-6)
+            tiny = low[rw_host[low] <= 1e-12]
+            c6 = g.counts - np.bincount(g.inverse[low], minlength=n_groups)
+            c12 = g.counts - np.bincount(g.inverse[tiny], minlength=n_groups)
+            positive = (ops.cumsum0(ops.array(c12.astype(np.float64))),
+                        ops.cumsum0(ops.array(c6.astype(np.float64))))
+
+        fitter = final_fits if (final_fits is not None and p == problem.it) else data_fits
+        plan = fitter.dw.plan
+
+        def count_exact(anchors: IntArray, plan: FitPlan = plan, w: Any = rw_host) -> IntArray:
+            return counter(plan, w, anchors)
+
+        fit, fail = fitter(a_g, b_g, positive, count_exact)
+        if fitter is final_fits:
+            out = ops.host(fit) + y_center
+            out[fail] = np.nan
+            return out
+        if fail.any():
+            if fallback is None:
+                order = problem.sort_order()
+                fallback = ops.array(problem.y[order[problem.fallback_positions]] - y_center)
+            where = ops.array(np.flatnonzero(fail))
+            fit[where] = fallback[where]
+        if interp is not None:
+            left, share = interp
+            fit = share * fit[left + 1] + (1.0 - share) * fit[left]
+        if p == problem.it:
+            return ops.host(fit) + y_center
+        rw = ops.robustness_weights(yc, fit, inverse)
+    raise AssertionError("unreachable")

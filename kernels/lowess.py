@@ -1,0 +1,286 @@
+"""LOWESS with statsmodels' semantics: validation, NaN handling and dispatch.
+
+This is the only public face of the LOWESS kernels. It validates once, drops non-finite
+pairs, aggregates tied x values and hands clean float64 data to a private implementation
+(numpy, torch or Triton) that only does arithmetic.
+
+Notes
+-----
+``mode="exact"`` reproduces ``statsmodels.nonparametric.lowess(y, x, frac, it, delta,
+xvals, return_sorted=False, missing="drop")`` to rounding (about 1e-13 of the y range
+measured): same neighbourhoods, tricube and bisquare weights, variance floor and
+fallbacks. The speed comes from fitting once per distinct x value (ties share one fit
+exactly, see ``_lowess_groups``) and from forming window sums in O(1) per anchor
+(``_lowess_plan``).
+
+``mode="grid"`` fits at about ``grid_size`` distinct x values and interpolates linearly
+in between; the robustness weights then come from the interpolated fit. It is what a
+rolling window of a million observations is refitted with.
+
+``delta > 0`` follows statsmodels' ``delta`` exactly in ``mode="exact"`` (same anchors,
+same interpolation). It is refused with ``xvals`` (as in statsmodels) and with
+``mode="grid"``, which is the faster way to the same end.
+
+References
+----------
+Cleveland, W. S. (1979). Robust locally weighted regression and smoothing scatterplots.
+JASA 74(368), 829-836.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from ._lowess_grid import DEFAULT_GRID_SIZE, grid_anchor_groups
+from ._lowess_groups import (
+    FloatArray,
+    Groups,
+    IntArray,
+    delta_anchor_positions,
+    group_ties,
+    neighbours,
+    windows,
+)
+from ._lowess_numpy import NumpyOps
+from ._lowess_ops import ArrayOps, MomentsFn
+from ._lowess_plan import EXACT, GRID, plan_fits
+from ._lowess_robust import Problem, run
+from .curve import LowessCurve
+
+Mode = Literal["exact", "grid"]
+Backend = Literal["numpy", "torch", "triton"]
+_MODES = ("exact", "grid")
+_BACKENDS = ("numpy", "torch", "triton")
+
+
+def _is_tensor(value: Any) -> bool:
+    return type(value).__module__.startswith("torch") and hasattr(value, "device")
+
+
+def _vector(value: Any, name: str) -> FloatArray:
+    """1-D float64 host copy of an array-like or a torch tensor (CPU or CUDA)."""
+    if _is_tensor(value):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric: {exc}") from exc
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    return arr
+
+
+def _real(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def _integer(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _check_params(frac: Any, it: Any, delta: Any, mode: Any, backend: Any,
+                  grid_size: Any, has_xvals: bool) -> None:
+    if not 0.0 < _real(frac, "frac") <= 1.0:
+        raise ValueError(f"frac must be in (0, 1], got {frac!r}")
+    if _integer(it, "it") < 0:
+        raise ValueError(f"it must be >= 0, got {it!r}")
+    delta_f = _real(delta, "delta")
+    if not (np.isfinite(delta_f) and delta_f >= 0.0):
+        raise ValueError(f"delta must be finite and >= 0, got {delta!r}")
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if grid_size is not None:
+        if mode != "grid":
+            raise ValueError("grid_size only applies to mode='grid'")
+        if _integer(grid_size, "grid_size") < 2:
+            raise ValueError(f"grid_size must be >= 2, got {grid_size!r}")
+    if delta_f > 0 and has_xvals:
+        raise ValueError("delta > 0 cannot be combined with xvals (as in statsmodels)")
+    if delta_f > 0 and mode == "grid":
+        raise ValueError(
+            "delta > 0 is only supported with mode='exact' (statsmodels' delta); "
+            "mode='grid' already interpolates between anchors, use grid_size instead"
+        )
+
+
+def _backend(backend: str, like: Any) -> tuple[ArrayOps, MomentsFn | None]:
+    """Array operations (and window-sum kernel) of a backend; imports torch lazily."""
+    if backend == "numpy":
+        return NumpyOps(), None
+    import torch
+
+    from ._lowess_torch import TorchOps
+
+    if _is_tensor(like):
+        device = like.device
+    elif backend == "triton" and torch.cuda.is_available():
+        device = torch.device("cuda")
+    else:
+        device = torch.device("cpu")
+    ops = TorchOps(device)
+    if backend == "torch":
+        return ops, None
+    from ._lowess_triton import triton_moments
+
+    return ops, triton_moments
+
+
+def _argsort_once(x: FloatArray) -> Callable[[], IntArray]:
+    cache: list[IntArray] = []
+
+    def order() -> IntArray:
+        if not cache:
+            # statsmodels' own sort (default kind): decides which tied y it keeps when it
+            # skips a regression.
+            cache.append(np.argsort(x).astype(np.int64))
+        return cache[0]
+
+    return order
+
+
+def _problem(x: FloatArray, y: FloatArray, frac: float, it: int, delta: float,
+             mode: str, grid_size: int | None, xvals: FloatArray | None,
+             direct_only: bool) -> tuple[Problem, Groups]:
+    groups = group_ties(x)
+    k = neighbours(x.size, frac)
+    sort_order = _argsort_once(x)
+    anchor_groups: IntArray | None
+    if delta > 0:
+        order = sort_order()
+        positions = delta_anchor_positions(x[order], delta)
+        anchor_groups = groups.group_of_position(positions)
+    elif mode == "grid":
+        anchor_groups = grid_anchor_groups(groups, grid_size or DEFAULT_GRID_SIZE)
+        positions = groups.start[anchor_groups]
+    else:
+        anchor_groups = None
+        positions = groups.start
+    u = groups.xs if anchor_groups is None else groups.xs[anchor_groups]
+    tuning = GRID if mode == "grid" else EXACT
+    final_plan = None
+    if xvals is not None:
+        final_plan = plan_fits(windows(groups, k, xvals), direct_only=direct_only,
+                               tuning=tuning)
+    problem = Problem(
+        groups=groups,
+        y=y,
+        it=int(it),
+        data_plan=plan_fits(windows(groups, k, u), direct_only=direct_only, tuning=tuning),
+        data_anchor_groups=anchor_groups,
+        fallback_positions=positions,
+        sort_order=sort_order,
+        final_plan=final_plan,
+    )
+    return problem, groups
+
+
+def lowess(
+    x: Any,
+    y: Any,
+    frac: float = 2.0 / 3.0,
+    it: int = 3,
+    delta: float = 0.0,
+    xvals: Any = None,
+    *,
+    mode: Mode = "exact",
+    backend: Backend = "numpy",
+    grid_size: int | None = None,
+) -> npt.NDArray[np.float64]:
+    """LOWESS fit of ``y`` on ``x``; statsmodels' result in the input order.
+
+    Parameters
+    ----------
+    x, y : array_like or torch.Tensor, 1-D, equal length
+        Observations; pairs with a non-finite value are dropped (NaN in the output).
+        Note the order: x first (statsmodels takes ``endog, exog``).
+    frac : float in (0, 1]
+        Share of the observations in each local fit (``int(frac * n + 1e-10)``, >= 2).
+    it : int >= 0
+        Robustness passes after the first fit.
+    delta : float >= 0
+        statsmodels' interpolation distance; ``mode="exact"`` only, not with ``xvals``.
+    xvals : array_like, optional
+        Evaluate at these points instead: like statsmodels, ``it`` passes on the data and
+        then a local fit at each point with the final robustness weights (a local line,
+        also beyond the data range); NaN where fewer than two observations carry weight
+        and for non-finite ``xvals``.
+    mode : {"exact", "grid"}
+        Fit at every distinct x (statsmodels' answer) or at about ``grid_size`` of them
+        with linear interpolation in between (approximate, for very large windows).
+    backend : {"numpy", "torch", "triton"}
+        numpy; torch float64 (on the device of tensor inputs, else CPU); or the Triton
+        window-sum kernel (CUDA when available, or CPU with ``TRITON_INTERPRET=1``).
+    grid_size : int >= 2, optional
+        Anchors for ``mode="grid"`` (default 512).
+
+    Returns
+    -------
+    numpy.ndarray of float64
+        Fitted value per observation (or per ``xvals`` entry).
+    """
+    x_arr, y_arr = _vector(x, "x"), _vector(y, "y")
+    if x_arr.size != y_arr.size:
+        raise ValueError(f"x and y differ in length: {x_arr.size} != {y_arr.size}")
+    xv = None if xvals is None else _vector(xvals, "xvals")
+    _check_params(frac, it, delta, mode, backend, grid_size, xv is not None)
+    clean = np.isfinite(x_arr) & np.isfinite(y_arr)
+    xc, yc = x_arr[clean], y_arr[clean]
+    out = np.full(x_arr.size if xv is None else xv.size, np.nan)
+    if xc.size == 0:
+        return out
+    ops, moments = _backend(backend, x)
+    direct_only = moments is not None
+    if xv is None:
+        problem, groups = _problem(xc, yc, frac, it, delta, mode, grid_size, None, direct_only)
+        out[clean] = run(ops, problem, moments)[groups.inverse]
+        return out
+    good = np.flatnonzero(np.isfinite(xv))
+    order = good[np.argsort(xv[good], kind="stable")]
+    problem, _ = _problem(xc, yc, frac, it, delta, mode, grid_size, xv[order], direct_only)
+    out[order] = run(ops, problem, moments)
+    return out
+
+
+def lowess_curve(
+    x: Any,
+    y: Any,
+    frac: float,
+    it: int = 3,
+    mode: Mode = "exact",
+    *,
+    delta: float = 0.0,
+    backend: Backend = "numpy",
+    grid_size: int | None = None,
+) -> LowessCurve:
+    """The fit of :func:`lowess` at each distinct x, as an evaluable :class:`LowessCurve`.
+
+    Where statsmodels skips a regression (fewer than two positive weights) it keeps one
+    observation's y for the whole tied group; the curve holds that same value.
+
+    Raises
+    ------
+    ValueError
+        On invalid arguments (as :func:`lowess`) or when no finite (x, y) pair remains.
+    """
+    x_arr, y_arr = _vector(x, "x"), _vector(y, "y")
+    if x_arr.size != y_arr.size:
+        raise ValueError(f"x and y differ in length: {x_arr.size} != {y_arr.size}")
+    _check_params(frac, it, delta, mode, backend, grid_size, False)
+    clean = np.isfinite(x_arr) & np.isfinite(y_arr)
+    if not clean.any():
+        raise ValueError("no finite (x, y) pair to fit")
+    ops, moments = _backend(backend, x)
+    problem, groups = _problem(x_arr[clean], y_arr[clean], frac, it, delta, mode, grid_size,
+                               None, moments is not None)
+    return LowessCurve(xs=groups.xs, ys=run(ops, problem, moments))

@@ -1,0 +1,81 @@
+"""kernels.lowess(mode="grid"): fits at ~grid_size distinct x values, linear in between."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kernel_data import assert_close, make_data, sm_lowess
+
+from kernels import lowess, lowess_curve
+from kernels._lowess_grid import grid_anchor_groups
+from kernels._lowess_groups import group_ties
+
+
+@pytest.mark.parametrize("frac", [0.1, 0.3, 1.0])
+def test_grid_beats_statsmodels_delta_on_lengths(frac: float) -> None:
+    """At the default grid the deviation from the exact fit is below statsmodels' with
+    delta = 1% of the x range (the speed-up it recommends)."""
+    x, y = make_data("lengths", 20_000, seed=21)
+    exact = lowess(x, y, frac, 3)
+    grid_dev = np.max(np.abs(lowess(x, y, frac, 3, mode="grid") - exact))
+    sm_dev = np.max(np.abs(sm_lowess(x, y, frac, 3, delta=0.01 * np.ptp(x)) - exact))
+    assert grid_dev <= sm_dev
+    assert grid_dev <= 1e-3 * np.ptp(y)
+
+
+def test_grid_deviation_shrinks_with_grid_size() -> None:
+    x, y = make_data("continuous", 5000, seed=22)
+    exact = lowess(x, y, 0.2, 3)
+    devs = [np.max(np.abs(lowess(x, y, 0.2, 3, mode="grid", grid_size=g) - exact))
+            for g in (16, 64, 256)]
+    assert devs[0] > devs[1] > devs[2]
+
+
+def test_grid_is_exact_when_every_value_is_an_anchor() -> None:
+    x, y = make_data("lengths", 3000, seed=23)
+    n_values = np.unique(x).size
+    got = lowess(x, y, 0.3, 3, mode="grid", grid_size=n_values)
+    assert_close(got, sm_lowess(x, y, 0.3, 3), y)
+
+
+def test_grid_anchors_hold_exact_fits_without_robust_passes() -> None:
+    """With it=0 the fit at an anchor value is the exact LOWESS fit there."""
+    x, y = make_data("lengths", 4000, seed=24)
+    groups = group_ties(x)
+    anchors = groups.xs[grid_anchor_groups(groups, 64)]
+    at_anchor = np.isin(x, anchors)
+    got = lowess(x, y, 0.3, 0, mode="grid", grid_size=64)
+    ref = sm_lowess(x, y, 0.3, 0)
+    assert_close(got[at_anchor], ref[at_anchor], y)
+    assert not np.allclose(got[~at_anchor], ref[~at_anchor], rtol=0, atol=1e-12)
+
+
+def test_grid_anchors_cover_ends_ranks_and_range() -> None:
+    x, _ = make_data("lengths", 10_000, seed=25)
+    groups = group_ties(x)
+    idx = grid_anchor_groups(groups, 100)
+    xs = groups.xs
+    assert idx[0] == 0 and idx[-1] == xs.size - 1
+    assert np.all(np.diff(idx) > 0) and 50 <= idx.size <= 104
+    # half the anchors: the distinct values nearest to evenly spaced targets ...
+    for target in np.linspace(xs[0], xs[-1], 50):
+        assert np.min(np.abs(xs[idx] - target)) == np.min(np.abs(xs - target))
+    # ... half at evenly spaced ranks (at most n/49 observations between two anchors)
+    assert np.max(np.diff(groups.end[idx])) <= x.size / 49 + groups.counts.max()
+    # both sides of the middle of the range, where frac=1 fits have a corner
+    middle = np.searchsorted(xs, 0.5 * (xs[0] + xs[-1]))
+    assert {middle - 1, middle} <= set(idx.tolist())
+
+
+def test_grid_curve_interpolates_between_anchors() -> None:
+    x, y = make_data("lengths", 6000, seed=26)
+    curve = lowess_curve(x, y, 0.3, 3, mode="grid", grid_size=128)
+    np.testing.assert_array_equal(curve.xs, np.unique(x))
+    assert_close(curve(x), lowess(x, y, 0.3, 3, mode="grid", grid_size=128), y, rel=1e-12)
+
+
+def test_grid_with_xvals_fits_locally() -> None:
+    x, y = make_data("lengths", 3000, seed=27)
+    xvals = np.array([10.0, 500.0, 700.5, 5000.0, 40_000.0])
+    got = lowess(x, y, 0.3, 0, mode="grid", xvals=xvals)
+    assert_close(got, sm_lowess(x, y, 0.3, 0, xvals=xvals), y)
