@@ -7,7 +7,6 @@ settings field is a flag, generated from the one settings object.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.config import Settings
+from service.log_context import configure_logging
 
 EXIT_BAD_CONFIG = 2
 EXIT_START_FAILED = 1
@@ -83,10 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.api import create_app
 
     settings = _load_settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
     model_path = settings.model_path
     if model_path is None:
         from service.default_model import ensure_default_model

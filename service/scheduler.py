@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from service.backends.base import RewardBackend
 from service.errors import ErrorType, Overloaded, ServiceError
+from service.log_context import request_id_var
 from service.metrics import ServingMetrics
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class _Entry:
     token_ids: Sequence[int]
     future: asyncio.Future[float]
     enqueued_at: float = field(default_factory=time.monotonic)
+    request_id: str = field(default_factory=request_id_var.get)
 
 
 def padded_cost(batch_size: int, longest: int) -> int:
@@ -244,7 +246,13 @@ class Scheduler:
             if len(rewards) != len(live):
                 raise RuntimeError(f"backend returned {len(rewards)} scores for {len(live)}")
         except Exception as exc:  # noqa: BLE001 - fail this batch only, keep serving
-            logger.exception("inference failed for a batch of %d inputs", len(live))
+            # The batch runs outside any request's context: name the requests it served.
+            request_ids = sorted({entry.request_id for entry in live})
+            logger.exception(
+                "inference failed for a batch of %d inputs (requests: %s)",
+                len(live),
+                ", ".join(request_ids),
+            )
             error = ServiceError(ErrorType.BACKEND, f"inference failed: {type(exc).__name__}")
             for entry in live:
                 if not entry.future.done():

@@ -475,3 +475,48 @@ def test_group_from_header_or_body(
         headers={"X-Calibration-Group": "run-7"},
     ).json()
     assert by_body["calibration"]["group"] == "run-8"
+
+
+def test_logs_carry_request_ids_but_no_bodies_or_keys(
+    make_client: AppFactory, tiny_models: dict[str, Path], fake_backend: FakeBackend
+) -> None:
+    import logging
+
+    from service.log_context import LOG_FORMAT, RequestIdFilter
+
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    handler = Collect(level=logging.DEBUG)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        client = make_client(
+            tiny_models["bert"], backend=fake_backend, api_keys="sk-key-4242", wait=False
+        )
+        auth = {"Authorization": "Bearer sk-key-4242"}
+        deadline = time.monotonic() + 30
+        while client.get("/ready", headers=auth).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        fake_backend.fail_when = lambda batch: True
+        secret = "my-private-prompt-7731"
+        response = client.post(
+            "/v1/rewards",
+            json={"items": [{"prompt": secret, "response": secret}]},
+            headers={"Authorization": "Bearer sk-key-4242", "X-Request-ID": "req-abc-1"},
+        )
+        assert response.status_code == 502
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+    text = "\n".join(records)
+    assert "req-abc-1" in text  # the failure is logged with its request id
+    assert secret not in text and "sk-key-4242" not in text

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ErrorType, envelope
+from service.log_context import request_id_var
 from service.metrics import ServingMetrics
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class RequestContextMiddleware:
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
         started = time.perf_counter()
         status_holder = {"status": 500, "started": False}
 
@@ -102,6 +104,7 @@ class RequestContextMiddleware:
             status_holder["status"] = 413
         finally:
             self._record(scope, int(status_holder["status"]), started)
+            request_id_var.reset(token)
 
     async def _too_large(self, send: Send, request_id: str) -> None:
         await _send_error(
