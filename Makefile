@@ -36,13 +36,13 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check service kernels tests bench scripts
-	$(VENV)/bin/ruff format --check service kernels tests bench scripts
+	$(VENV)/bin/ruff check service kernels tests bench scripts deploy
+	$(VENV)/bin/ruff format --check service kernels tests bench scripts deploy
 	$(VENV)/bin/mypy
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format service kernels tests bench scripts
-	$(VENV)/bin/ruff check --fix service kernels tests bench scripts
+	$(VENV)/bin/ruff format service kernels tests bench scripts deploy
+	$(VENV)/bin/ruff check --fix service kernels tests bench scripts deploy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

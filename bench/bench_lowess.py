@@ -18,8 +18,13 @@ from __future__ import annotations
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-             "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+for _var in (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
@@ -128,7 +133,8 @@ def main() -> None:
     for frac in (1.0, 0.3):
         t_exact, c_exact, exact = timed(lambda frac=frac: lowess(x, y, frac, 3), reps)
         t_curve, c_curve, curve = timed(
-            lambda frac=frac: lowess_curve(x, y, frac, 3, mode="grid"), reps)
+            lambda frac=frac: lowess_curve(x, y, frac, 3, mode="grid"), reps
+        )
         t_grid, c_grid, grid = timed(lambda frac=frac: lowess(x, y, frac, 3, mode="grid"), reps)
         t_sm, c_sm, sm_delta = timed(lambda frac=frac: sm(x, y, frac, delta), reps)
         rows = [

@@ -40,8 +40,13 @@ class LocalFits:
         self.dw = DeviceWindows(ops, plan)
         self.moments = moments
 
-    def __call__(self, a_g: Any, b_g: Any, positive: tuple[Any, Any],
-                 count_exact: Callable[[IntArray], IntArray]) -> tuple[Any, np.ndarray]:
+    def __call__(
+        self,
+        a_g: Any,
+        b_g: Any,
+        positive: tuple[Any, Any],
+        count_exact: Callable[[IntArray], IntArray],
+    ) -> tuple[Any, np.ndarray]:
         """Fits for group weight sums ``a_g`` and weighted y sums ``b_g``.
 
         ``positive`` holds prefix counts (over groups) of observations with robustness

@@ -121,8 +121,7 @@ def _chunks(win: Windows, anchors: IntArray, tuning: Tuning) -> tuple[Chunk, ...
         cap = max(int(np.searchsorted(u, reach, side="right")), start + 1)
         r_min = np.minimum.accumulate(r[start:cap])
         r_max = np.maximum.accumulate(r[start:cap])
-        ok = ((u[start:cap] - u[start] <= tuning.spread * r_min)
-              & (r_max <= tuning.ratio * r_min))
+        ok = (u[start:cap] - u[start] <= tuning.spread * r_min) & (r_max <= tuning.ratio * r_min)
         stop = start + (int(np.argmin(ok)) if not ok.all() else cap - start)
         stop = max(stop, start + 1)
         idx = anchors[start:stop]

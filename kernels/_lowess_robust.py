@@ -111,8 +111,10 @@ def run(ops: ArrayOps, problem: Problem, moments: MomentsFn | None = None) -> np
             tiny = low[rw_host[low] <= 1e-12]
             c6 = g.counts - np.bincount(g.inverse[low], minlength=n_groups)
             c12 = g.counts - np.bincount(g.inverse[tiny], minlength=n_groups)
-            positive = (ops.cumsum0(ops.array(c12.astype(np.float64))),
-                        ops.cumsum0(ops.array(c6.astype(np.float64))))
+            positive = (
+                ops.cumsum0(ops.array(c12.astype(np.float64))),
+                ops.cumsum0(ops.array(c6.astype(np.float64))),
+            )
 
         fitter = final_fits if (final_fits is not None and p == problem.it) else data_fits
         plan = fitter.dw.plan

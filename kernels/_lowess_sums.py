@@ -109,8 +109,10 @@ class DeviceWindows:
             return self._redo[1]
         if self._redo is not None:
             anchors = np.union1d(anchors, self._redo[0])
-        terms = [_direct_terms(self, xs, self.ops.array(idx), k)
-                 for idx, k in direct_blocks(anchors, self.plan.win.width)]
+        terms = [
+            _direct_terms(self, xs, self.ops.array(idx), k)
+            for idx, k in direct_blocks(anchors, self.plan.win.width)
+        ]
         if self._keep(sum(t.elements for t in terms)):
             self._redo = (anchors, terms)
         return terms
@@ -177,8 +179,9 @@ def _powers(dw: DeviceWindows, v: Any) -> Any:
     return dw.ops.power_rows(v, _POWERS).T
 
 
-def _chunk_terms(dw: DeviceWindows, xs: Any, idx: Any, chunk: Chunk, keep_powers: bool
-                 ) -> _ChunkTerms:
+def _chunk_terms(
+    dw: DeviceWindows, xs: Any, idx: Any, chunk: Chunk, keep_powers: bool
+) -> _ChunkTerms:
     g0, g1 = chunk.g0, chunk.g1
     v = (xs[g0:g1] - chunk.center) / chunk.scale
     r = dw.radius[idx]
@@ -190,8 +193,10 @@ def _chunk_terms(dw: DeviceWindows, xs: Any, idx: Any, chunk: Chunk, keep_powers
 
     def side(sign: float) -> Any:
         # s^q (1 + sign s^3)^3 = s^q + 3 sign s^(q+3) + 3 s^(q+6) + sign s^(q+9)
-        rows = [t[:, q] + 3.0 * sign * t[:, q + 3] + 3.0 * t[:, q + 6] + sign * t[:, q + 9]
-                for q in range(3)]
+        rows = [
+            t[:, q] + 3.0 * sign * t[:, q + 3] + 3.0 * t[:, q + 6] + sign * t[:, q + 9]
+            for q in range(3)
+        ]
         return dw.ops.xp.stack(rows, 1)
 
     left, right = side(1.0), side(-1.0)
@@ -221,8 +226,9 @@ def _chunk_terms(dw: DeviceWindows, xs: Any, idx: Any, chunk: Chunk, keep_powers
     )
 
 
-def _prefix_at_bounds(ops: ArrayOps, dw: DeviceWindows, a_g: Any, b_g: Any,
-                      terms: _ChunkTerms, g0: int) -> tuple[Any, Any]:
+def _prefix_at_bounds(
+    ops: ArrayOps, dw: DeviceWindows, a_g: Any, b_g: Any, terms: _ChunkTerms, g0: int
+) -> tuple[Any, Any]:
     """Prefix sums of ``a v^j`` (j < 12) and ``b v^j`` (j < 11) at the window bounds,
     as ``(12, bounds)`` and ``(11, bounds)``."""
     last = _POWERS - 1
@@ -245,8 +251,9 @@ def _prefix_at_bounds(ops: ArrayOps, dw: DeviceWindows, a_g: Any, b_g: Any,
     return pa, pb
 
 
-def _chunked(ops: ArrayOps, dw: DeviceWindows, a_g: Any, b_g: Any, terms: _ChunkTerms,
-             chunk: Chunk) -> tuple[Stats, Any]:
+def _chunked(
+    ops: ArrayOps, dw: DeviceWindows, a_g: Any, b_g: Any, terms: _ChunkTerms, chunk: Chunk
+) -> tuple[Stats, Any]:
     """Window sums from chunk-local prefix sums (see ``_lowess_plan``).
 
     Also flags anchors whose rounding error the fit would amplify too much.
@@ -256,10 +263,12 @@ def _chunked(ops: ArrayOps, dw: DeviceWindows, a_g: Any, b_g: Any, terms: _Chunk
     lo, mid, hi1 = terms.lo, terms.mid, terms.hi1
     va_left, va_right = pa[:, mid] - pa[:, lo], pa[:, hi1] - pa[:, mid]
     vb_left, vb_right = pb[:, mid] - pb[:, lo], pb[:, hi1] - pb[:, mid]
-    m = (xp.einsum("mqj,jm->mq", terms.coef_a[0], va_left)
-         + xp.einsum("mqj,jm->mq", terms.coef_a[1], va_right))
-    t = (xp.einsum("mqj,jm->mq", terms.coef_b[0], vb_left)
-         + xp.einsum("mqj,jm->mq", terms.coef_b[1], vb_right))
+    m = xp.einsum("mqj,jm->mq", terms.coef_a[0], va_left) + xp.einsum(
+        "mqj,jm->mq", terms.coef_a[1], va_right
+    )
+    t = xp.einsum("mqj,jm->mq", terms.coef_b[0], vb_left) + xp.einsum(
+        "mqj,jm->mq", terms.coef_b[1], vb_right
+    )
     m0 = m[:, 0]
     mass = va_left[0] + va_right[0]
     m0_safe = xp.where(m0 > 0, m0, 1.0)
@@ -270,8 +279,7 @@ def _chunked(ops: ArrayOps, dw: DeviceWindows, a_g: Any, b_g: Any, terms: _Chunk
     # Absolute errors of the normalized sums are about eps * mass / m0; the fit amplifies
     # them by about |sbar| / var (leverage of the anchor against the weighted mean).
     amplification = (mass / m0_safe) * (1.0 + abs(sbar) / xp.where(var > 0, var, 1e-300))
-    suspect = ((m0 <= 0) | (var <= 0)
-               | (amplification > dw.plan.max_amplification))
+    suspect = (m0 <= 0) | (var <= 0) | (amplification > dw.plan.max_amplification)
     return (m0, sbar, var, ybar, cov), suspect
 
 

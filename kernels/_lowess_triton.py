@@ -35,8 +35,17 @@ INTERPRETER_BLOCKS = (64, 512)
 
 
 def _window_stats(
-    xs_ptr, a_ptr, b_ptr, u_ptr, r_ptr, lo_ptr, hi_ptr, out_ptr, n_anchors,
-    BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr,
+    xs_ptr,
+    a_ptr,
+    b_ptr,
+    u_ptr,
+    r_ptr,
+    lo_ptr,
+    hi_ptr,
+    out_ptr,
+    n_anchors,
+    BLOCK_M: tl.constexpr,
+    BLOCK_W: tl.constexpr,
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -124,8 +133,17 @@ def triton_moments(xs: Any, a_g: Any, b_g: Any, dw: DeviceWindows) -> Stats:
     if n:
         block_m, block_w = INTERPRETER_BLOCKS if triton.knobs.runtime.interpret else GPU_BLOCKS
         _kernel()[(triton.cdiv(n, block_m),)](
-            xs.contiguous(), a_g.contiguous(), b_g.contiguous(), dw.u, dw.safe_radius,
-            dw.lo, dw.hi, out, n, BLOCK_M=block_m, BLOCK_W=block_w,
+            xs.contiguous(),
+            a_g.contiguous(),
+            b_g.contiguous(),
+            dw.u,
+            dw.safe_radius,
+            dw.lo,
+            dw.hi,
+            out,
+            n,
+            BLOCK_M=block_m,
+            BLOCK_W=block_w,
         )
     m0, sbar, var, ybar, cov = out.view(5, n).unbind(0)
     return m0, sbar, var, ybar, cov

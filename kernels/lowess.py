@@ -87,8 +87,9 @@ def _integer(value: Any, name: str) -> int:
     return int(value)
 
 
-def _check_params(frac: Any, it: Any, delta: Any, mode: Any, backend: Any,
-                  grid_size: Any, has_xvals: bool) -> None:
+def _check_params(
+    frac: Any, it: Any, delta: Any, mode: Any, backend: Any, grid_size: Any, has_xvals: bool
+) -> None:
     if not 0.0 < _real(frac, "frac") <= 1.0:
         raise ValueError(f"frac must be in (0, 1], got {frac!r}")
     if _integer(it, "it") < 0:
@@ -149,9 +150,17 @@ def _argsort_once(x: FloatArray) -> Callable[[], IntArray]:
     return order
 
 
-def _problem(x: FloatArray, y: FloatArray, frac: float, it: int, delta: float,
-             mode: str, grid_size: int | None, xvals: FloatArray | None,
-             direct_only: bool) -> tuple[Problem, Groups]:
+def _problem(
+    x: FloatArray,
+    y: FloatArray,
+    frac: float,
+    it: int,
+    delta: float,
+    mode: str,
+    grid_size: int | None,
+    xvals: FloatArray | None,
+    direct_only: bool,
+) -> tuple[Problem, Groups]:
     groups = group_ties(x)
     k = neighbours(x.size, frac)
     sort_order = _argsort_once(x)
@@ -170,8 +179,7 @@ def _problem(x: FloatArray, y: FloatArray, frac: float, it: int, delta: float,
     tuning = GRID if mode == "grid" else EXACT
     final_plan = None
     if xvals is not None:
-        final_plan = plan_fits(windows(groups, k, xvals), direct_only=direct_only,
-                               tuning=tuning)
+        final_plan = plan_fits(windows(groups, k, xvals), direct_only=direct_only, tuning=tuning)
     problem = Problem(
         groups=groups,
         y=y,
@@ -281,6 +289,7 @@ def lowess_curve(
     if not clean.any():
         raise ValueError("no finite (x, y) pair to fit")
     ops, moments = _backend(backend, x)
-    problem, groups = _problem(x_arr[clean], y_arr[clean], frac, it, delta, mode, grid_size,
-                               None, moments is not None)
+    problem, groups = _problem(
+        x_arr[clean], y_arr[clean], frac, it, delta, mode, grid_size, None, moments is not None
+    )
     return LowessCurve(xs=groups.xs, ys=run(ops, problem, moments))

@@ -61,8 +61,11 @@ def rc_mean(
         raise ValueError(f"x and y differ in length: {x_arr.size} != {y_arr.size}")
     if isinstance(d, bool) or not isinstance(d, numbers.Real) or not np.isfinite(d) or d < 0:
         raise ValueError(f"d must be a finite number >= 0, got {d!r}")
-    if (isinstance(min_neighbors, bool) or not isinstance(min_neighbors, numbers.Integral)
-            or min_neighbors < 1):
+    if (
+        isinstance(min_neighbors, bool)
+        or not isinstance(min_neighbors, numbers.Integral)
+        or min_neighbors < 1
+    ):
         raise ValueError(f"min_neighbors must be an integer >= 1, got {min_neighbors!r}")
     e = x_arr if x_eval is None else _vector(x_eval, "x_eval")
     clean = np.isfinite(x_arr) & np.isfinite(y_arr)
@@ -98,7 +101,11 @@ def rc_mean_radius(chosen_x: Any, rejected_x: Any, ratio: float = 4.0) -> float:
         raise ValueError("rc_mean_radius needs at least one pair")
     if not (np.all(np.isfinite(c)) and np.all(np.isfinite(r))):
         raise ValueError("chosen_x and rejected_x must be finite")
-    if (isinstance(ratio, bool) or not isinstance(ratio, numbers.Real)
-            or not np.isfinite(ratio) or ratio <= 0):
+    if (
+        isinstance(ratio, bool)
+        or not isinstance(ratio, numbers.Real)
+        or not np.isfinite(ratio)
+        or ratio <= 0
+    ):
         raise ValueError(f"ratio must be a finite number > 0, got {ratio!r}")
     return float(np.mean(np.abs(c - r)) / ratio)

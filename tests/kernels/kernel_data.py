@@ -29,13 +29,20 @@ def make_data(kind: str, n: int, seed: int = 0) -> tuple[FloatArray, FloatArray]
     return x, y
 
 
-def sm_lowess(x: FloatArray, y: FloatArray, frac: float, it: int, delta: float = 0.0,
-              xvals: FloatArray | None = None) -> FloatArray:
+def sm_lowess(
+    x: FloatArray,
+    y: FloatArray,
+    frac: float,
+    it: int,
+    delta: float = 0.0,
+    xvals: FloatArray | None = None,
+) -> FloatArray:
     """statsmodels with our argument order, in input order, NaN pairs dropped."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # its 0/0 on zero-radius windows
-        out = _sm_lowess(y, x, frac=frac, it=it, delta=delta, xvals=xvals,
-                         return_sorted=False, missing="drop")
+        out = _sm_lowess(
+            y, x, frac=frac, it=it, delta=delta, xvals=xvals, return_sorted=False, missing="drop"
+        )
     return np.asarray(out, dtype=np.float64)
 
 

@@ -36,9 +36,11 @@ def test_torch_tensor_inputs_grid_xvals_and_nan() -> None:
     xt, yt = torch.tensor(x), torch.tensor(y)
     # Grid mode uses wider prefix-sum chunks (fit errors ~1e-11 of the y range, summed in
     # a different order by each backend); the exact paths agree to ~1e-14.
-    for kwargs, rel in (({"mode": "grid", "grid_size": 64}, 1e-9),
-                        ({"xvals": np.array([1.0, 700.0, 9e4])}, 1e-12),
-                        ({"delta": 30.0}, 1e-12)):
+    for kwargs, rel in (
+        ({"mode": "grid", "grid_size": 64}, 1e-9),
+        ({"xvals": np.array([1.0, 700.0, 9e4])}, 1e-12),
+        ({"delta": 30.0}, 1e-12),
+    ):
         ref = lowess(x, y, 0.3, 3, **kwargs)  # type: ignore[arg-type]
         got = lowess(xt, yt, 0.3, 3, backend="torch", **kwargs)  # type: ignore[arg-type]
         assert_close(got, ref, y, rel=rel)
@@ -54,8 +56,14 @@ def triton_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("triton") / "triton.json"
     env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, str(TRITON_CASES), str(out)], env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(TRITON_CASES), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     results: dict[str, Any] = json.loads(out.read_text())
     return results

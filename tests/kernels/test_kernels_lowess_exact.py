@@ -157,6 +157,7 @@ def test_delta_on_continuous_x() -> None:
 
 def test_accepts_lists_and_tensors() -> None:
     import torch
+
     x, y = make_data("lengths", 300, seed=1)
     ref = lowess(x, y, 0.5)
     np.testing.assert_array_equal(lowess(x.tolist(), y.tolist(), 0.5), ref)

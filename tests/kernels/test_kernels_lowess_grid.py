@@ -26,8 +26,10 @@ def test_grid_beats_statsmodels_delta_on_lengths(frac: float) -> None:
 def test_grid_deviation_shrinks_with_grid_size() -> None:
     x, y = make_data("continuous", 5000, seed=22)
     exact = lowess(x, y, 0.2, 3)
-    devs = [np.max(np.abs(lowess(x, y, 0.2, 3, mode="grid", grid_size=g) - exact))
-            for g in (16, 64, 256)]
+    devs = [
+        np.max(np.abs(lowess(x, y, 0.2, 3, mode="grid", grid_size=g) - exact))
+        for g in (16, 64, 256)
+    ]
     assert devs[0] > devs[1] > devs[2]
 
 

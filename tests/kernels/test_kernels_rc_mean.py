@@ -9,8 +9,9 @@ from kernel_data import make_data
 from kernels import length_penalty, rc_mean, rc_mean_radius
 
 
-def rc_mean_reference(x: np.ndarray, y: np.ndarray, d: float, min_neighbors: int,
-                      x_eval: np.ndarray) -> np.ndarray:
+def rc_mean_reference(
+    x: np.ndarray, y: np.ndarray, d: float, min_neighbors: int, x_eval: np.ndarray
+) -> np.ndarray:
     """O(n^2): mean reward of the samples with c in [c_e - d, c_e + d] (Huang et al. 2024)."""
     keep = np.isfinite(x) & np.isfinite(y)
     xs, ys = x[keep], y[keep]
@@ -95,8 +96,9 @@ def test_rc_mean_radius_is_mean_gap_over_ratio() -> None:
         ([1.0], [2.0], 0.0, "ratio"),
     ],
 )
-def test_rc_mean_radius_validation(chosen: list[float], rejected: list[float], ratio: float,
-                                   message: str) -> None:
+def test_rc_mean_radius_validation(
+    chosen: list[float], rejected: list[float], ratio: float, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         rc_mean_radius(chosen, rejected, ratio)
 

@@ -17,11 +17,16 @@ from kernel_data import make_data
 
 # name -> (kind, n, frac, it, extra keyword arguments); sizes suit the interpreter.
 CASES: dict[str, tuple[str, int, float, int, dict[str, Any]]] = {
-    **{f"continuous-150-{f}-{it}": ("continuous", 150, f, it, {})
-       for f, it in ((0.1, 0), (0.1, 3), (0.3, 3), (0.5, 3), (1.0, 0), (1.0, 3))},
+    **{
+        f"continuous-150-{f}-{it}": ("continuous", 150, f, it, {})
+        for f, it in ((0.1, 0), (0.1, 3), (0.3, 3), (0.5, 3), (1.0, 0), (1.0, 3))
+    },
     **{f"lengths-250-{f}-3": ("lengths", 250, f, 3, {}) for f in (0.3, 1.0)},
-    **{f"heavy_ties-3000-{f}-{it}": ("heavy_ties", 3000, f, it, {})
-       for f in (0.02, 1.0) for it in (0, 3)},
+    **{
+        f"heavy_ties-3000-{f}-{it}": ("heavy_ties", 3000, f, it, {})
+        for f in (0.02, 1.0)
+        for it in (0, 3)
+    },
     "lengths-250-xvals": ("lengths", 250, 0.5, 3, {"xvals": [1.0, 650.0, 700.5, 9000.0]}),
     "lengths-250-grid": ("lengths", 250, 0.5, 3, {"mode": "grid", "grid_size": 32}),
     "continuous-150-delta": ("continuous", 150, 0.3, 3, {"delta": 0.4}),
