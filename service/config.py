@@ -107,8 +107,7 @@ class Settings(BaseSettings):
     )
     remote_model: str | None = Field(
         default=None,
-        description="remote: model name sent to the server (default: the only model it "
-        "serves).",
+        description="remote: model name sent to the server (default: the only model it serves).",
     )
     remote_timeout_s: float = Field(
         default=120.0,
@@ -190,11 +189,9 @@ class Settings(BaseSettings):
         description="lowess: the paper's RC-LWR (default); mean: RC-Mean; penalty: "
         "raw - coef x length; none: reward = raw.",
     )
-    calibration_features: Annotated[list[Literal["chars", "tokens", "markdown"]], NoDecode] = (
-        Field(
-            default_factory=lambda: ["chars"],  # type: ignore[arg-type]
-            description="Bias characteristics removed in sequence (comma-separated).",
-        )
+    calibration_features: Annotated[list[Literal["chars", "tokens", "markdown"]], NoDecode] = Field(
+        default_factory=lambda: ["chars"],  # type: ignore[arg-type]
+        description="Bias characteristics removed in sequence (comma-separated).",
     )
     calibration_alpha: float = Field(default=1.0, ge=0, description="Strength of removal.")
     calibration_frac: float = Field(

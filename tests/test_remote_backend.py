@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,13 +24,18 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from service import formatting
-from service.backends import BackendStartError
+from service.api import create_app
+from service.backends import BackendStartError, create_backend
 from service.backends.remote_backend import RemoteBackend
 from service.backends.transformers_backend import TransformersBackend
+from service.config import Settings
 from service.errors import ErrorType, ServiceError
-from tests.conftest import AppFactory
+from tests.conftest import wait_ready
 
 MODEL_NAME = "tiny-llama-rm"
 SERVER_START_TIMEOUT_S = 420  # import vllm + engine start: 30-40 s idle, minutes when busy
@@ -226,6 +232,34 @@ async def test_health_is_false_when_the_server_is_down(tiny_models: dict[str, Pa
     assert await backend.health() is False
 
 
+@pytest.mark.parametrize(
+    "overrides,fragment",
+    [
+        ({"backend": "remote"}, "backend remote needs remote_url"),
+        ({"backend": "remote", "remote_url": "http://h:1"}, "backend remote needs model_path"),
+        ({"remote_url": "h:8000"}, "remote_url must start with http:// or https://"),
+        ({"remote_retries": -1}, "greater than or equal to 0"),
+    ],
+)
+def test_settings_refuse_bad_remote_combinations(overrides: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(fragment)):
+        Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+
+
+def test_settings_build_a_remote_backend(tiny_models: dict[str, Path]) -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        backend="remote",
+        remote_url="http://gpu-host:8001/",
+        remote_model="rm",
+        model_path=tiny_models["llama"],
+    )
+    assert settings.remote_url == "http://gpu-host:8001"
+    backend = create_backend(settings, tiny_models["llama"])
+    assert isinstance(backend, RemoteBackend)
+    assert backend.model == "rm" and backend.limits.batches_itself is True
+
+
 # ---- a real vLLM server ----------------------------------------------------------------------
 
 
@@ -380,9 +414,22 @@ def test_routes_through_a_real_server_return_transformers_raw_rewards(
     vllm_server: str,
     tiny_models: dict[str, Path],
     llama_reference: TransformersBackend,
-    make_client: AppFactory,
+    tmp_path: Path,
 ) -> None:
-    client = make_client(tiny_models["llama"], backend="remote", remote_url=vllm_server)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        backend="remote",
+        remote_url=vllm_server,
+        model_path=tiny_models["llama"],  # the local tokenizer
+        state_dir=tmp_path / "state",
+    )
+    app = create_app(settings, tiny_models["llama"], registry=CollectorRegistry())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_ready(client)
+        _check_routes(client, llama_reference)
+
+
+def _check_routes(client: TestClient, llama_reference: TransformersBackend) -> None:
     assert client.get("/ready").json()["backend"] == "remote"
     tokenizer = llama_reference.tokenizer
     items = [{"prompt": "Question?", "response": t} for t in TEXTS]

