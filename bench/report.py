@@ -5,7 +5,7 @@ Sections, in order, where their file exists: serving (serving.md), calibration c
 ``lowess.md``; the recorded run's notes are appended), the default model
 (``default_model.md``, written by its own build/eval scripts; always taken from
 bench/results/). Each report keeps its own command line, load average and medians;
-headings are shifted one level down.
+headings are shifted so that each report is a section.
 
 usage: python bench/report.py [--results bench/results] [--quick] [--out bench/RESULTS.md]
            [--vllm-python PATH]
@@ -71,15 +71,26 @@ def memory_gib() -> float | None:
     return None
 
 
-def demote(markdown: str) -> str:
-    """Shift every heading one level down (the file's title becomes a section)."""
+def demote(markdown: str, top: int = 2) -> str:
+    """Shift headings so that the file's highest heading is at level ``top``."""
+    levels = []
+    fenced = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        match = re.match(r"^(#{1,6}) ", line)
+        if match and not fenced:
+            levels.append(len(match.group(1)))
+    shift = top - min(levels) if levels else 0
     out = []
     fenced = False
     for line in markdown.splitlines():
         if line.startswith("```"):
             fenced = not fenced
-        if not fenced and re.match(r"^#{1,5} ", line):
-            line = "#" + line
+        match = re.match(r"^(#{1,6}) ", line)
+        if match and not fenced:
+            level = min(6, max(1, len(match.group(1)) + shift))
+            line = "#" * level + line[len(match.group(1)) :]
         out.append(line)
     return "\n".join(out).strip() + "\n"
 

@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -742,7 +743,20 @@ def ratio_line(
     verdict = ""
     if meets is not None and np.isfinite(ratio):
         verdict = "met" if meets(ratio) else "**not met**"
-    return f"| {pattern.label} | {what} | {ratio:.2f}x | {rounds} | {target} | {verdict or '-'} |"
+
+    def cpu_per_item(key: str) -> float:
+        values = [
+            r.server_cpu_s / r.items
+            for r in results
+            if r.pattern == pattern.key and r.server == key and r.items
+        ]
+        return float(np.median(values)) if values else float("nan")
+
+    cpu_ratio = cpu_per_item(theirs) / cpu_per_item(ours)
+    return (
+        f"| {pattern.label} | {what} | {ratio:.2f}x | {rounds} | {cpu_ratio:.2f}x | {target} "
+        f"| {verdict or '-'} |"
+    )
 
 
 def split_table(
@@ -929,7 +943,13 @@ def main() -> int:
     parser.add_argument("--ceiling-items", type=int, help="texts in the forward ceiling test")
     parser.add_argument("--profile-s", type=int, help="py-spy seconds (0: no profile)")
     parser.add_argument("--out", type=Path, help="also write the markdown report here")
+    parser.add_argument(
+        "--render", type=Path, help="re-render the report from a run's JSON (no benchmark)"
+    )
     args = parser.parse_args()
+    if args.render:
+        write_report(json.loads(args.render.read_text()), args.out)
+        return 0
 
     quick = args.quick
     runs = args.runs or (2 if quick else 5)
@@ -1023,41 +1043,54 @@ def main() -> int:
         log(f"phase 2 not run: {vllm_reason}")
 
     shutil.rmtree(tmp, ignore_errors=True)
-    elapsed = time.monotonic() - started
-    report = render(
-        args=args,
-        quick=quick,
-        runs=runs,
-        patterns=patterns,
-        results=results,
-        checks=checks,
-        startup=startup,
-        stats=stats,
-        picked_lengths=[int(stats["lengths"][i]) for i in picked],
-        model=model,
-        ceilings=ceilings,
-        profile=profile,
-        vllm_reason=vllm_reason or vllm_error,
-        vllm_python=vllm_python,
-        load_start=load_start,
-        elapsed=elapsed,
-    )
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    ctx = {
+        "command": shlex.join(["python", *sys.argv]),
+        "threads": args.threads,
+        "profile_s": profile_s,
+        "quick": quick,
+        "runs": runs,
+        "patterns": [dataclasses.asdict(p) for p in patterns],
+        "results": [dataclasses.asdict(r) for r in results],
+        "checks": {k: v.tolist() for k, v in checks.items()},
+        "startup": startup,
+        "stats": {k: v for k, v in stats.items() if k != "lengths"},
+        "picked_lengths": [int(stats["lengths"][i]) for i in picked],
+        "model": model.name,
+        "ceilings": ceilings,
+        "profile": profile,
+        "vllm_reason": vllm_reason or vllm_error,
+        "vllm_python": str(vllm_python) if vllm_python else None,
+        "load_start": list(load_start),
+        "load_end": list(os.getloadavg()),
+        "elapsed": time.monotonic() - started,
+        "versions": versions(),
+        "vllm_versions": versions(vllm_python) if vllm_python and not vllm_reason else {},
+    }
+    write_report(ctx, args.out)
     return 0
 
 
-def render(**ctx: Any) -> str:
-    args = ctx["args"]
-    patterns: list[Pattern] = ctx["patterns"]
-    results: list[RunResult] = ctx["results"]
+def write_report(ctx: dict[str, Any], out: Path | None) -> None:
+    """Print the markdown report; with ``out``, write it and the raw figures beside it."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(ctx, indent=1) + "\n")
+    report = render(ctx)
+    print(report)
+    if out:
+        out.write_text(report)
+
+
+def render(ctx: dict[str, Any]) -> str:
+    """The markdown report from the JSON-ready figures of a run (see ``--render``)."""
+    patterns = [Pattern(**p) for p in ctx["patterns"]]
+    results = [RunResult(**r) for r in ctx["results"]]
     stats = ctx["stats"]
-    ours_v = versions()
-    vllm_v = versions(ctx["vllm_python"]) if ctx["vllm_python"] and not ctx["vllm_reason"] else {}
+    threads = ctx["threads"]
+    ours_v = ctx["versions"]
+    vllm_v = ctx["vllm_versions"]
     loads = [r.load_avg for r in results]
-    load_end = os.getloadavg()
+    load_end = ctx["load_end"]
     quick_note = (
         f" **Quick mode**: {ctx['runs']} rounds per pattern (not 5) and smaller v0.8 requests "
         f"({patterns[1].samples_per_request} samples, not 256): a smoke test, not the figures "
@@ -1068,7 +1101,7 @@ def render(**ctx: Any) -> str:
     lines = [
         "# Serving benchmark (CPU)",
         "",
-        f"Command: `{shlex.join(['python', *sys.argv])}`",
+        f"Command: `{ctx['command']}`",
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.machine()}; shared with "
         f"other jobs: load average {ctx['load_start'][0]:.1f} at start, "
@@ -1084,7 +1117,7 @@ def render(**ctx: Any) -> str:
         )
         + f". Whole run: {ctx['elapsed'] / 60:.1f} min.",
         "",
-        f"Model: `{ctx['model'].name}` (BertForSequenceClassification, float32). Traffic: the "
+        f"Model: `{ctx['model']}` (BertForSequenceClassification, float32). Traffic: the "
         f"{stats['n']:.0f} AlpacaEval (instruction, output) pairs in service/data, rendered with "
         "the model's chat template and shuffled once; every server gets the same texts in "
         f"the same order in a round. Scored inputs: at most {MAX_TOKENS} tokens (left "
@@ -1092,13 +1125,15 @@ def render(**ctx: Any) -> str:
         f"mean {stats['mean']:.0f}, median {stats['median']:.0f}, p90 {stats['p90']:.0f} "
         "tokens.",
         "",
-        f"Threads: every server process gets OMP_NUM_THREADS={args.threads} (and torch "
-        f"threads {args.threads}); the load generator (httpx, asyncio) is this process. "
+        f"Threads: every server process gets OMP_NUM_THREADS={threads} (and torch "
+        f"threads {threads}); the load generator (httpx, asyncio) is this process. "
         f"Each round runs the servers of a comparison one after the other on the same texts "
         "(order alternating between rounds) while the other server idles; items/s = items "
         "answered / (last answer - first send); latency = per request, send to parsed answer. "
         f"Medians over {ctx['runs']} rounds; ratios compare those medians, and the per-round "
-        f"ratios are listed.{quick_note}",
+        "ratios are listed. Server CPU per item (user + system time of the server's whole "
+        "process group / items) moves far less with the other jobs on the machine than "
+        f"wall-clock throughput does: its inverse ratio is the steadier comparison.{quick_note}",
         "",
         "## Throughput and latency",
         "",
@@ -1112,8 +1147,9 @@ def render(**ctx: Any) -> str:
     lines += pattern_table(results, patterns, labels)
     lines += [
         "",
-        "| pattern | ratio of items/s | ratio of medians | per round | target | |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| pattern | ratio of items/s | ratio of medians | per round | server CPU per item, "
+        "inverse ratio | target (items/s) | |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for pattern in patterns:
         lines.append(
@@ -1144,7 +1180,7 @@ def render(**ctx: Any) -> str:
     else:
         lines += ["", f"vLLM comparison: not run: {ctx['vllm_reason']}."]
 
-    checks = ctx["checks"]
+    checks = {k: np.asarray(v) for k, v in ctx["checks"].items()}
     reference = checks.get("rewardcal", next(iter(checks.values()), None))
     reference_name = next((k for k, v in checks.items() if v is reference), "?")
     diffs = []
@@ -1259,7 +1295,7 @@ def render(**ctx: Any) -> str:
             total = profile["samples"]
             lines += [
                 f"{total} samples at 50 Hz over all threads (idle threads excluded), "
-                f"{args.profile_s or 20} s of load.",
+                f"{ctx['profile_s']} s of load.",
                 "",
                 "| thread | share of samples |",
                 "| --- | --- |",
@@ -1270,7 +1306,46 @@ def render(**ctx: Any) -> str:
             for name, count in sorted(profile["categories"].items(), key=lambda kv: -kv[1]):
                 lines.append(f"| {name} | {count / total * 100:.0f}% |")
             lines.append("")
+    lines += method_notes(patterns, ctx)
     return "\n".join(lines) + "\n"
+
+
+def method_notes(patterns: list[Pattern], ctx: dict[str, Any]) -> list[str]:
+    v08 = next(p for p in patterns if p.key == "v0.8")
+    notes = ["## Method notes", ""]
+    if v08.samples_per_request != 256:
+        notes.append(
+            f"- The v0.8 pattern ran with {v08.samples_per_request} samples per request, not "
+            "OpenRLHF's 256: one round of 4 x 256 is 1,024 items, several minutes per server "
+            "on 2 shared cores, and 5 rounds x 4 servers would not fit the time budget. "
+            "Neither server's work per item depends on the request size beyond one batch "
+            f"(static: fixed batches of {STATIC_BATCH_SIZE} in request order; rewardcal: "
+            "batches of up to 32 taken in arrival order from its queue), so items/s carries "
+            "over; latency per request grows about in proportion to the request size. "
+            "`--batch-samples 256` runs the exact pattern."
+        )
+    notes += [
+        "- v0.9 pattern: each round is a burst of "
+        f"{patterns[0].requests_per_run} one-sample requests from 64 concurrent clients "
+        "(what a v0.9+ trainer sends after a rollout step), so the p99 is the last answer of "
+        "the burst.",
+        "- Static baseline: bench/baseline_static_server.py (OpenRLHF serve_rm's pattern; its "
+        "docstring lists where it departs from serve_rm and why: right padding for an encoder, "
+        "no EOS appended, truncation side passed so both servers score the same tokens, no "
+        "per-request log line). rewardcal runs with its defaults (calibration on: RC-LWR, "
+        "window 16,384, refit every 256 samples; batches of at most 32 inputs / 16,384 "
+        "padded tokens, 5 ms max wait).",
+        "- vLLM pair: both run vLLM's engine with --enforce-eager, float32, max-model-len "
+        f"{MAX_TOKENS}, a {KV_CACHE_BYTES >> 20} MiB KV cache and stats logging off; the vLLM "
+        "server without access log. Both receive the same /classify bodies (texts, "
+        f"use_activation false, truncate_prompt_tokens {MAX_TOKENS}); rewardcal tokenizes "
+        "them itself and sends token ids to its in-process engine, vLLM's server tokenizes "
+        "them in its own front end.",
+        "- Every run is bounded (request count and a time cap; a capped run is flagged) and "
+        "every server is stopped with its whole process group, also on failure or Ctrl-C.",
+        "",
+    ]
+    return notes
 
 
 if __name__ == "__main__":

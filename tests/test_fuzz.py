@@ -48,7 +48,7 @@ def base_url(
             "--calibration-refit-every",
             "8",
             "--request-timeout-s",
-            "30",
+            "120",
         ],
         tmp,
     )
@@ -72,7 +72,7 @@ def base_url(
     suppress_health_check=list(HealthCheck),
 )
 def test_generated_requests(case: schemathesis.Case, base_url: str) -> None:
-    response = case.call(base_url=base_url, timeout=30)
+    response = case.call(base_url=base_url, timeout=150)
     CALLS[f"{case.method} {case.path}"] += 1
     STATUSES[response.status_code] += 1
     assert response.status_code < 500, (case.method, case.path, case.body, response.text[:300])

@@ -110,6 +110,10 @@ def load_base(path: Path | None = None) -> tuple[Any, Any]:
     path = path or base_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.chat_template = CHAT_TEMPLATE
+    # sentence-transformers' tokenizer.json truncates to 128 tokens; transformers turns that
+    # into inert tokenizer_config keys. Drop them so that nobody reads 128 as a limit.
+    for key in ("max_length", "stride", "truncation_strategy", "pad_to_multiple_of"):
+        tokenizer.init_kwargs.pop(key, None)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected
     try:
