@@ -333,7 +333,8 @@ i = 0
 while True:
     i += 1
     n = 200_000  # a few MB per write: the kill lands mid-write often
-    store.save(StreamSnapshot({{"model": "m", "group": "g", "i": i}}, rng.random((n, 3)), rng.random(n)))
+    meta = {{"model": "m", "group": "g", "i": i}}
+    store.save(StreamSnapshot(meta, rng.random((n, 3)), rng.random(n)))
     print(i, flush=True)
 """
     store = LocalSnapshotStore(tmp_path)
