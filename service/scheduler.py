@@ -3,7 +3,8 @@
 One asyncio task owns the queue (TEI's queue, Ray Serve's ``_BatchQueue``). Requests put
 their tokenized inputs in; the task fills a batch up to a token budget and a size cap,
 sends it when full or when its oldest input has waited ``max_wait``, sorts it by length
-(results keep request order; padding is set by the batch's longest input), and awaits the backend, which runs inference off the event loop.
+(results keep request order; padding is set by the batch's longest input), and awaits
+the backend, which runs inference off the event loop.
 
 Admission is decided at once: when accepting a request would put more than ``max_queue``
 inputs in flight, it is refused with 503 + Retry-After instead of queueing without bound.
