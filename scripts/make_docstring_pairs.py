@@ -18,7 +18,9 @@ off-topic answers come from objects of the same split. The output is determinist
 given Python version and seed; it is committed to ``service/data/`` so that building the
 model does not depend on the local Python's docstrings.
 
-Usage: python scripts/make_docstring_pairs.py [--out service/data/docstring-pairs.jsonl.gz]
+Usage: python -I scripts/make_docstring_pairs.py [--out service/data/docstring-pairs.jsonl.gz]
+(``-I``: a clean interpreter; code that replaces stdlib objects, such as pytest's
+``sys.unraisablehook``, changes the pairs.)
 """
 
 from __future__ import annotations
