@@ -74,6 +74,7 @@ MAX_CHARS = 900
 TEST_PERCENT = 15
 KINDS = ("truncated", "off_topic", "terse")
 PAIRS_PER_DOC = 2
+ABSOLUTE_PATH_DEFAULT = re.compile(r"=\s*['\"]/")
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,10 @@ def _signature(obj: object) -> str:
         sig = str(inspect.signature(obj))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return ""
-    # Reprs of default values may hold memory addresses: not deterministic.
-    if "0x" in sig or " at " in sig or len(sig) > 80:
+    # Reprs of default values may hold memory addresses or this machine's paths
+    # (platform.architecture's default is sys.executable): neither is deterministic.
+    # Any absolute-path default is dropped, so the rule itself does not depend on the machine.
+    if "0x" in sig or " at " in sig or len(sig) > 80 or ABSOLUTE_PATH_DEFAULT.search(sig):
         return ""
     return sig
 

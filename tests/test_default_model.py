@@ -10,6 +10,7 @@ import sys
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,12 +99,47 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in gzip.decompress(outputs[0]).decode().splitlines()]
     assert len(rows) > 3000
     assert {"id", "split", "kind", "prompt", "chosen", "rejected"} == set(rows[0])
-    gen = _load_generator()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        docs = gen.collect_docs()  # type: ignore[attr-defined]
-    assert gen.make_pairs(docs, 1) == gen.make_pairs(docs, 1)  # type: ignore[attr-defined]
-    assert gen.make_pairs(docs, 1) != gen.make_pairs(docs, 0)  # type: ignore[attr-defined]
+    # Nothing of the machine it ran on: the CI clone lives elsewhere than a developer's.
+    text = gzip.decompress(outputs[0]).decode()
+    for path in {sys.executable, sys.prefix, str(ROOT), str(Path.home())}:
+        assert path not in text, path
+
+
+def test_generator_seed_changes_the_pairs_not_the_documents() -> None:
+    # On a handful of documents: importing the whole stdlib inside pytest would change it.
+    gen: Any = _load_generator()
+    docs = [
+        doc
+        for doc in (
+            gen._make_doc(module, name, kind, obj)
+            for module, name, kind, obj in [
+                ("json", "dumps", "function", json.dumps),
+                ("json", "loads", "function", json.loads),
+                ("gzip", "decompress", "function", gzip.decompress),
+                ("subprocess", "run", "function", subprocess.run),
+                ("warnings", "catch_warnings", "class", warnings.catch_warnings),
+                ("collections", "Counter", "class", Counter),
+            ]
+        )
+        if doc is not None
+    ]
+    assert len(docs) >= 4
+    assert gen.make_pairs(docs, 1) == gen.make_pairs(docs, 1)
+    assert gen.make_pairs(docs, 1) != gen.make_pairs(docs, 0)
+    assert {p["id"] for p in gen.make_pairs(docs, 1)} == {d.name for d in docs}
+
+
+def test_generator_drops_signatures_that_name_a_path() -> None:
+    gen: Any = _load_generator()
+
+    def architecture(executable: str = sys.executable, bits: str = "") -> None:
+        """Report the bits of an executable."""
+
+    def fill(width: int = 70) -> None:
+        """Wrap a paragraph."""
+
+    assert gen._signature(architecture) == ""
+    assert gen._signature(fill).startswith("(width: ") and "= 70)" in gen._signature(fill)
 
 
 def test_parse_hh_dialogue() -> None:
@@ -269,6 +305,7 @@ def fake_training(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             "format": build_mod.MARKER_FORMAT,
             "complete": True,
             "seed": seed,
+            "data": build_mod.training_data_hashes(),
             "build_seconds": 0.0,
         }
 
@@ -297,6 +334,23 @@ def test_build_then_reuse(tmp_path: Path, fake_training: list[int]) -> None:
     assert fake_training == [0, 0, 3]
     leftovers = [p.name for p in target.parent.iterdir() if p.name.startswith(".") and p.is_dir()]
     assert leftovers == []
+
+
+def test_build_on_other_training_data_is_rebuilt(tmp_path: Path, fake_training: list[int]) -> None:
+    # An upgrade that ships different pairs must not keep serving the old model.
+    from service.default_model import build_default_model, ensure_default_model
+
+    target = build_default_model(tmp_path, progress=False)
+    marker = target / MARKER_FILE
+    meta = json.loads(marker.read_text())
+    meta["data"] = {**meta["data"], "docstring-pairs.jsonl.gz": "0" * 64}
+    marker.write_text(json.dumps(meta))
+    assert build_mod.is_complete(target) and not build_mod.is_current(meta)
+    assert ensure_default_model(tmp_path, progress=False) == target
+    assert fake_training == [0, 0]
+    assert build_mod.is_current(build_mod.read_metadata(target))
+    assert ensure_default_model(tmp_path, progress=False) == target
+    assert fake_training == [0, 0]
 
 
 def test_interrupted_build_is_rebuilt(tmp_path: Path, fake_training: list[int]) -> None:

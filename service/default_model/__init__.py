@@ -15,6 +15,7 @@ from service.default_model.build import (
     default_model_dir,
     ensure_default_model,
     is_complete,
+    is_current,
     read_metadata,
 )
 
@@ -26,5 +27,6 @@ __all__ = [
     "default_model_dir",
     "ensure_default_model",
     "is_complete",
+    "is_current",
     "read_metadata",
 ]

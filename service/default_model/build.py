@@ -12,7 +12,9 @@ Cache layout (``cache_dir`` is ``~/.cache/rewardcal`` by default, chosen by the 
 
 A build writes into a temporary directory next to the target and renames it into place,
 under a file lock, so an interrupted build never looks complete and two processes never
-build at once.
+build at once. A build whose recorded training data differs from the data this version
+ships (``service/data/``, by sha256) is stale and is rebuilt, so an upgrade never keeps
+serving a model trained on other pairs.
 """
 
 from __future__ import annotations
@@ -73,6 +75,17 @@ def read_metadata(model_dir: Path) -> dict[str, Any] | None:
 
 def is_complete(model_dir: Path) -> bool:
     return read_metadata(model_dir) is not None
+
+
+def training_data_hashes() -> dict[str, str]:
+    """sha256 of each training data file this version ships, by file name."""
+    files = (pairs_mod.DOCSTRING_PAIRS, pairs_mod.HH_RLHF_PAIRS)
+    return {path.name: pairs_mod.file_sha256(path) for path in files}
+
+
+def is_current(meta: dict[str, Any] | None) -> bool:
+    """Whether a completed build (its metadata) was trained on the data shipped now."""
+    return meta is not None and meta.get("data") == training_data_hashes()
 
 
 def base_model_path() -> Path:
@@ -176,7 +189,6 @@ def _train_into(out_dir: Path, *, seed: int, progress: bool) -> dict[str, Any]:
         tokenizer.save_pretrained(out_dir)
     for path in out_dir.iterdir():  # the weights come out 0600: a model is read by others
         path.chmod(0o644)
-    data_files = [pairs_mod.DOCSTRING_PAIRS, pairs_mod.HH_RLHF_PAIRS]
     return {
         "name": DEFAULT_MODEL_NAME,
         "format": MARKER_FORMAT,
@@ -189,7 +201,7 @@ def _train_into(out_dir: Path, *, seed: int, progress: bool) -> dict[str, Any]:
         "chat_template": CHAT_TEMPLATE,
         "max_tokens_trained": config.max_tokens,
         "truncation_side": "left",
-        "data": {p.name: pairs_mod.file_sha256(p) for p in data_files},
+        "data": training_data_hashes(),
         "train_pairs": dict(Counter(f"{p.source}/{p.kind}" for p in train_pairs)),
         "train_config": dataclasses.asdict(config),
         "train_stats": stats.summary(),
@@ -214,10 +226,10 @@ def build_default_model(
 
 
 def ensure_default_model(cache_dir: Path, *, progress: bool = True) -> Path:
-    """The default model's directory, building it (seed 0) only if it is missing or
-    incomplete. A completed build of any seed is used as it is."""
+    """The default model's directory, building it (seed 0) only if it is missing,
+    incomplete or stale (trained on other data). A current build of any seed is used as is."""
     target = default_model_dir(cache_dir)
-    if is_complete(target):
+    if is_current(read_metadata(target)):
         return target
     return _build(cache_dir, progress=progress, seed=0, force=False, any_seed=True)
 
@@ -227,10 +239,13 @@ def _build(cache_dir: Path, *, progress: bool, seed: int, force: bool, any_seed:
     models_dir = target.parent
     with _build_lock(models_dir):
         meta = read_metadata(target)  # again: another process may have built it meanwhile
-        if meta is not None and not force and (any_seed or meta.get("seed") == seed):
+        reusable = is_current(meta) and not force
+        if reusable and meta is not None and (any_seed or meta.get("seed") == seed):
             return target
         if target.exists() and meta is None:
             log.warning("default reward model at %s is incomplete: rebuilding it", target)
+        elif meta is not None and not is_current(meta):
+            log.warning("default reward model at %s was trained on other data: rebuilding", target)
         _remove_leftovers(models_dir)
         tmp = models_dir / f".{DEFAULT_MODEL_NAME}.tmp-{os.getpid()}"
         tmp.mkdir(parents=True)
