@@ -77,6 +77,7 @@ BENCH_ARGS ?=
 bench: $(STAMP) $(VLLM_STAMP)
 	$(PY) bench/serving.py --threads $(BENCH_THREADS) --vllm-python $(BENCH_VLLM_PYTHON) \
 		--out bench/results/serving.md $(BENCH_ARGS)
+	$(PY) bench/batch_shapes.py --threads $(BENCH_THREADS),1 --out bench/results/batch_shapes.md
 	$(PY) bench/calibration_cost.py --threads $(BENCH_THREADS) \
 		--out bench/results/calibration_cost.md
 	$(PY) bench/bench_lowess.py --repeats 5 --out bench/results/lowess-run.md
@@ -87,6 +88,8 @@ bench-quick: $(STAMP) $(VLLM_STAMP)
 	mkdir -p bench/results/quick
 	$(PY) bench/serving.py --quick --threads $(BENCH_THREADS) \
 		--vllm-python $(BENCH_VLLM_PYTHON) --out bench/results/quick/serving.md $(BENCH_ARGS)
+	$(PY) bench/batch_shapes.py --quick --threads $(BENCH_THREADS) \
+		--out bench/results/quick/batch_shapes.md
 	$(PY) bench/calibration_cost.py --quick --threads $(BENCH_THREADS) \
 		--out bench/results/quick/calibration_cost.md
 	$(PY) bench/bench_lowess.py --quick --repeats 3 --out bench/results/quick/lowess-run.md

@@ -53,7 +53,7 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 
 from service.calibration import CalibrationEngine  # noqa: E402
 from service.calibration.config import StreamConfig  # noqa: E402
-from service.calibration.curve import fit_curve, spearman  # noqa: E402
+from service.calibration.curve import fit_curve, spearman_against  # noqa: E402
 from service.calibration.estimators import LowessBias  # noqa: E402
 from service.features import FEATURE_NAMES, markdown_count  # noqa: E402
 from service.metrics import CalibrationMetrics  # noqa: E402
@@ -261,7 +261,7 @@ def refit_row(n: int, repeats: int, pool: tuple[np.ndarray, ...]) -> dict[str, A
     lowess_s, lowess_cpu = median_times(
         lambda: LowessBias.fit(chars, raw, config.frac, config.it, mode), repeats
     )
-    _, spearman_cpu = median_times(lambda: (spearman(chars, raw), spearman(chars, raw)), repeats)
+    _, spearman_cpu = median_times(lambda: spearman_against(chars, raw, raw), repeats)
     tracemalloc.start()
     tracemalloc.reset_peak()
     base, _ = tracemalloc.get_traced_memory()
@@ -381,8 +381,9 @@ def main() -> None:
         "refit job copies the window and fits it (numpy buffers included), on top of the "
         "window itself; RSS growth = increase of the process's peak RSS during the timed "
         "fits (0 when an earlier, larger allocation already set the peak). The two "
-        "Spearman statistics (length vs raw and vs calibrated reward, for /metrics) are "
-        "timed on their own with the same data.",
+        "Spearman statistics (length vs raw and vs calibrated reward, for /metrics; the "
+        "length ranks are computed once for both, `spearman_against`) are timed on their "
+        "own with the same data; they are most of a large window's refit.",
         "",
         "| window | LOWESS mode | curve points | refit wall (CPU) | of which LOWESS (CPU) | "
         "of which 2 Spearman (CPU) | peak traced | window arrays | RSS peak growth |",

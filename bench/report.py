@@ -139,14 +139,22 @@ def main() -> None:
         + f"no GPU. Load average now {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 "
         "min); each report below gives the load during its own runs.",
         f"- Versions: {version_text}.",
-        "- Commands: `make bench` runs `bench/serving.py`, `bench/calibration_cost.py`, "
-        "`bench/bench_lowess.py` and this script; `make bench-quick` the same with `--quick`. "
-        "Each report starts with its exact command line.",
+        "- Commands: `make bench` runs `bench/serving.py`, `bench/batch_shapes.py`, "
+        "`bench/calibration_cost.py`, `bench/bench_lowess.py` and this script; "
+        "`make bench-quick` the same with `--quick`. Each report starts with its exact "
+        "command line.",
         "- Medians: every figure is a median of at least 5 runs in full mode (quick mode says "
         "how many it used); ratios compare figures measured side by side in the same run.",
         "",
     ]
-    sections = [("serving.md", args.results), ("calibration_cost.md", args.results)]
+    summary = RECORDED / "summary.md"  # hand-written: the targets, met or not, and why
+    if summary.exists() and not args.quick:
+        lines.append(demote(summary.read_text()))
+    sections = [
+        ("serving.md", args.results),
+        ("batch_shapes.md", args.results),
+        ("calibration_cost.md", args.results),
+    ]
     lowess_run = args.results / "lowess-run.md"
     if not lowess_run.exists() and (args.results / "lowess.md").exists():
         lowess_run = args.results / "lowess.md"

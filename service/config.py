@@ -21,6 +21,13 @@ CalibrationCenter = Literal["none", "mean"]
 TruncationPolicy = Literal["left", "right", "error"]
 
 
+# Default token budgets of a forward pass. On CPU a padded batch costs about as much per
+# input as single passes once it holds ~2k tokens, and more beyond (default model, 2
+# cores, bench/RESULTS.md "batch shapes"); accelerators keep gaining from bigger batches.
+CPU_BATCH_TOKENS = 2048
+ACCELERATOR_BATCH_TOKENS = 16384
+
+
 class Settings(BaseSettings):
     """Service settings. Each field says what it trades off."""
 
@@ -123,11 +130,13 @@ class Settings(BaseSettings):
     )
 
     # --- batching and admission ----------------------------------------------------------
-    max_batch_tokens: int = Field(
-        default=16384,
+    max_batch_tokens: int | None = Field(
+        default=None,
         gt=0,
         description="Token budget of one forward pass, counted as batch size x longest "
-        "input (padded tokens). Higher = better throughput, more memory per batch.",
+        "input (padded tokens). Unset: 2048 for the transformers backend on CPU (where "
+        "bigger batches cost more per input: bench/RESULTS.md), 16384 otherwise. Higher = "
+        "fuller batches and more memory per batch.",
     )
     max_batch_size: int = Field(default=32, gt=0, description="Most inputs in one forward pass.")
     max_wait_ms: float = Field(
@@ -305,6 +314,14 @@ class Settings(BaseSettings):
                 f"calibration_window ({self.calibration_window})"
             )
         return self
+
+    @property
+    def batch_token_budget(self) -> int:
+        """max_batch_tokens, or its default for this backend and device."""
+        if self.max_batch_tokens is not None:
+            return self.max_batch_tokens
+        on_cpu = self.backend == "transformers" and self.device == "cpu"
+        return CPU_BATCH_TOKENS if on_cpu else ACCELERATOR_BATCH_TOKENS
 
     def stream_defaults(self) -> StreamConfig:
         """The calibration config every new stream starts with."""

@@ -37,7 +37,7 @@ class Runtime:
         self.scheduler = Scheduler(
             self.backend,
             BatchPolicy(
-                max_batch_tokens=settings.max_batch_tokens,
+                max_batch_tokens=settings.batch_token_budget,
                 max_batch_size=settings.max_batch_size,
                 max_wait_s=settings.max_wait_ms / 1000.0,
                 max_queue=settings.max_queue,

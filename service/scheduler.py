@@ -1,10 +1,11 @@
 """Dynamic batching across requests, with admission control.
 
 One asyncio task owns the queue (TEI's queue, Ray Serve's ``_BatchQueue``). Requests put
-their tokenized inputs in; the task fills a batch up to a token budget and a size cap,
-sends it when full or when its oldest input has waited ``max_wait``, sorts it by length
-(results keep request order; padding is set by the batch's longest input), and awaits
-the backend, which runs inference off the event loop.
+their tokenized inputs in; the task waits until the queue holds a batch's worth of inputs
+or its oldest input has waited ``max_wait``, then takes the oldest input and the queued
+inputs closest to it in length, within a token budget (padded tokens) and a size cap
+(:mod:`service.batch_selection`: little padding, and no input starves), and awaits the
+backend, which runs inference off the event loop. Results keep request order.
 
 Admission is decided at once: when accepting a request would put more than ``max_queue``
 inputs in flight, it is refused with 503 + Retry-After instead of queueing without bound.
@@ -17,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from service.backends.base import RewardBackend
+from service.batch_selection import choose_batch
 from service.errors import ErrorType, Overloaded, ServiceError
 from service.log_context import request_id_var
 from service.metrics import ServingMetrics
@@ -54,6 +57,10 @@ class _Entry:
     future: asyncio.Future[float]
     enqueued_at: float = field(default_factory=time.monotonic)
     request_id: str = field(default_factory=request_id_var.get)
+
+
+SELECTION_WINDOW = 4096
+"""Most queued inputs a batch is chosen from (bounds the sort when the queue is long)."""
 
 
 def padded_cost(batch_size: int, longest: int) -> int:
@@ -206,31 +213,42 @@ class Scheduler:
     async def _collect_batch(self) -> list[_Entry]:
         policy = self._policy
         deadline = self._queue[0].enqueued_at + policy.max_wait_s
-        batch: list[_Entry] = []
-        self._in_batch = batch
-        longest = 0
-        while True:
-            full = False
-            while self._drop_cancelled_head():
-                candidate = self._queue[0]
-                new_longest = max(longest, len(candidate.token_ids))
-                fits = padded_cost(len(batch) + 1, new_longest) <= policy.max_batch_tokens
-                if batch and not fits:
-                    full = True
-                    break
-                batch.append(self._queue.popleft())
-                longest = new_longest
-                if len(batch) >= policy.max_batch_size:
-                    full = True
-                    break
+        while not self._enough_queued():
             remaining = deadline - time.monotonic()
-            if full or remaining <= 0:
+            if remaining <= 0:
                 break
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+        if not self._drop_cancelled_head():
+            return []
+        # The oldest input and those closest to it in length (see service.batch_selection).
+        candidates = [
+            e for e in itertools.islice(self._queue, SELECTION_WINDOW) if not e.future.done()
+        ]
+        chosen = choose_batch(
+            [len(e.token_ids) for e in candidates], policy.max_batch_tokens, policy.max_batch_size
+        )
+        batch = [candidates[i] for i in chosen]
+        taken = {id(e) for e in batch}
+        self._queue = collections.deque(
+            e for e in self._queue if id(e) not in taken and not e.future.done()
+        )
+        self._in_batch = batch
         self._observe_depth()
         return batch
+
+    def _enough_queued(self) -> bool:
+        """Whether the queue holds enough to fill a batch, by size or by tokens."""
+        count = tokens = 0
+        for entry in self._queue:
+            if entry.future.done():
+                continue
+            count += 1
+            tokens += len(entry.token_ids)
+            if count >= self._policy.max_batch_size or tokens >= self._policy.max_batch_tokens:
+                return True
+        return False
 
     async def _execute(self, batch: list[_Entry]) -> None:
         live = sorted((e for e in batch if not e.future.done()), key=lambda e: len(e.token_ids))

@@ -348,3 +348,24 @@ while True:
         snapshots = store.load_all()
         assert len(snapshots) == 1  # the last complete write, never a torn one
         assert snapshots[0].meta["i"] >= 1 and snapshots[0].raw.shape == (200_000,)
+
+
+@pytest.mark.parametrize("n", [2, 3, 50, 5000])
+def test_spearman_against_equals_scipy_with_ties_and_constants(n: int) -> None:
+    from scipy.stats import spearmanr
+
+    from service.calibration.curve import spearman_against
+
+    rng = np.random.default_rng(n)
+    lengths = rng.integers(1, 40, n).astype(np.float64)  # heavy ties, as lengths have
+    rewards = rng.normal(size=n) + 0.05 * lengths
+    rounded = np.round(rewards, 1)  # ties on the other side too
+    constant = np.full(n, 0.5)
+    got = spearman_against(lengths, rewards, rounded, constant)
+    if n < 3:
+        assert got == [None, None, None]
+        return
+    for value, other in zip(got[:2], (rewards, rounded), strict=True):
+        assert value == pytest.approx(float(spearmanr(lengths, other).statistic), abs=1e-12)
+    assert got[2] is None
+    assert spearman_against(constant, rewards) == [None]

@@ -17,6 +17,16 @@ def test_defaults_bind_loopback() -> None:
     assert settings.api_keys == []
 
 
+def test_batch_token_budget_defaults_by_device_and_an_explicit_value_wins() -> None:
+    def budget(**values: object) -> int:
+        return Settings(_env_file=None, **values).batch_token_budget  # type: ignore[call-arg]
+
+    assert budget() == 2048  # transformers on CPU: bigger batches cost more per input
+    assert budget(device="cuda", dtype="bfloat16") == 16384
+    assert budget(backend="remote", remote_url="http://127.0.0.1:1", model_path="/m") == 16384
+    assert budget(max_batch_tokens=999) == 999
+
+
 def test_environment_prefix_and_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REWARDCAL_MAX_BATCH_SIZE", "7")
     monkeypatch.setenv("REWARDCAL_API_KEYS", "sk-first-9f3, sk-second-7c1")

@@ -57,6 +57,29 @@ async def test_batch_is_sorted_by_length_and_results_keep_request_order() -> Non
     assert [len(ids) for ids in backend.batches[0]] == [2, 5, 9]
 
 
+async def test_queued_inputs_are_batched_by_length_around_the_oldest() -> None:
+    # A burst arrives while a batch is in flight (a v0.9 trainer's 64 one-sample requests):
+    # the next batches group similar lengths instead of padding short inputs to long ones.
+    backend = FakeBackend(tokenizer=None)
+    backend.gate = threading.Event()
+    scheduler, _ = await _started(_policy(max_batch_tokens=400, max_wait_s=0.01), backend)
+    in_flight = asyncio.ensure_future(scheduler.submit([_ids(5)]))
+    await asyncio.sleep(0.05)
+    lengths = [100, 10, 95, 12, 90, 11, 300]
+    burst = [asyncio.ensure_future(scheduler.submit([_ids(n)])) for n in lengths]
+    await asyncio.sleep(0.05)
+    backend.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(in_flight, *burst), 5)
+    await scheduler.stop()
+    assert [r[0] for r in results] == pytest.approx([0.05] + [0.01 * n for n in lengths])
+    assert [sorted(len(ids) for ids in b) for b in backend.batches] == [
+        [5],
+        [90, 95, 100],  # the oldest queued input (100) and its nearest lengths
+        [10, 11, 12],
+        [300],
+    ]
+
+
 async def test_an_input_larger_than_the_budget_runs_alone() -> None:
     scheduler, backend = await _started(_policy(max_batch_tokens=16))
     result = await scheduler.submit([_ids(40), _ids(3)])

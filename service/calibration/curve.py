@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 from service.calibration.config import StreamConfig, feature_index
 from service.calibration.estimators import (
@@ -161,6 +161,28 @@ def spearman(a: Array, b: Array) -> float | None:
     return value if np.isfinite(value) else None
 
 
+def spearman_against(a: Array, *others: Array) -> list[float | None]:
+    """``[spearman(a, b) for b in others]``, ranking ``a`` once.
+
+    A refit reports the length-reward correlation before and after calibration over the
+    whole window; at a million rows ranking is most of a refit's cost, and the feature's
+    ranks are shared (average ranks for ties, as ``spearmanr``; pearson of the ranks).
+    """
+    if a.size < 3 or np.ptp(a) == 0:
+        return [None for _ in others]
+    a_dev = rankdata(a) - (a.size + 1) / 2.0  # the mean of average ranks is (n + 1) / 2
+    a_norm = float(np.dot(a_dev, a_dev))
+    values: list[float | None] = []
+    for b in others:
+        if b.size != a.size or np.ptp(b) == 0:
+            values.append(None)
+            continue
+        b_dev = rankdata(b) - (b.size + 1) / 2.0
+        value = float(np.dot(a_dev, b_dev) / np.sqrt(a_norm * float(np.dot(b_dev, b_dev))))
+        values.append(value if np.isfinite(value) else None)
+    return values
+
+
 def _estimator(config: StreamConfig, c: Array, r: Array) -> BiasEstimator:
     if config.method == "lowess":
         return LowessBias.fit(c, r, config.frac, config.it, config.lowess_mode)
@@ -202,10 +224,11 @@ def fit_curve(config: StreamConfig, features: Array, raw: Array, version: int) -
         std = float(residual.std())
         post = PostSteps(float(residual.mean()), std if std > 0 else 1.0, config.clip)
     first = features[:, feature_index(config.features[0].feature)]
+    rho_raw, rho_calibrated = spearman_against(first, raw, residual)
     stats = CurveStats(
         samples=int(raw.size),
-        spearman_raw=spearman(first, raw),
-        spearman_calibrated=spearman(first, residual),
+        spearman_raw=rho_raw,
+        spearman_calibrated=rho_calibrated,
         slope_per_1k=slope_per_1k(first, first_bias) if first_bias is not None else None,
         feature_range=(float(first.min()), float(first.max())) if first.size else None,
     )
