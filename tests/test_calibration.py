@@ -369,3 +369,19 @@ def test_spearman_against_equals_scipy_with_ties_and_constants(n: int) -> None:
         assert value == pytest.approx(float(spearmanr(lengths, other).statistic), abs=1e-12)
     assert got[2] is None
     assert spearman_against(constant, rewards) == [None]
+
+
+def test_plot_renders_concurrently_and_identically() -> None:
+    # plot.png is rendered in worker threads: concurrent renders must not share figure state.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.calibration.plot import render_png
+
+    features, raw = _biased_samples(2000)
+    curve = fit_curve(StreamConfig(frac=0.3, window=4096, min_samples=10), features, raw, 1)
+    with ThreadPoolExecutor(8) as pool:
+        images = list(pool.map(lambda _: render_png("t", features, raw, curve), range(16)))
+    assert all(image.startswith(b"\x89PNG") for image in images)
+    assert len(set(images)) == 1  # same data, same picture, whatever ran alongside
+    empty = render_png("t", np.zeros((0, len(FEATURE_NAMES))), np.zeros(0), None)
+    assert empty.startswith(b"\x89PNG") and empty != images[0]

@@ -8,14 +8,11 @@ import numpy as np
 import numpy.typing as npt
 
 from service.offline.io import InputError
+from service.plotting import new_figure, sample_points, scatter_rewards
 
 Array = npt.NDArray[np.float64]
 MAX_POINTS = 5000
 MAX_CURVES = 8
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.3f}"
 
 
 def write_plot(
@@ -35,26 +32,10 @@ def write_plot(
     ``curves`` maps a pool's name to its row indices (one curve per pool, at most
     ``MAX_CURVES``). Uses matplotlib's Agg canvas directly (no pyplot state).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 4.6), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(11, 4.6)
     left, right = fig.subplots(1, 2, sharex=True)
-    rng = np.random.default_rng(0)
-    pick = (
-        rng.choice(c.size, size=MAX_POINTS, replace=False)
-        if c.size > MAX_POINTS
-        else np.arange(c.size)
-    )
-    left.scatter(
-        c[pick],
-        raw[pick],
-        s=5,
-        alpha=0.3,
-        color="tab:red",
-        label=f"raw (Spearman {_fmt(spearman_raw)})",
-    )
+    pick = sample_points(c.size, MAX_POINTS)
+    scatter_rewards(left, c[pick], raw[pick], calibrated=False, spearman=spearman_raw, size=5)
     for number, (name, idx) in enumerate(curves.items()):
         if number >= MAX_CURVES:
             break
@@ -68,13 +49,8 @@ def write_plot(
             color="black" if len(curves) == 1 else None,
             label=label,
         )
-    right.scatter(
-        c[pick],
-        calibrated[pick],
-        s=5,
-        alpha=0.3,
-        color="tab:blue",
-        label=f"calibrated (Spearman {_fmt(spearman_calibrated)})",
+    scatter_rewards(
+        right, c[pick], calibrated[pick], calibrated=True, spearman=spearman_calibrated, size=5
     )
     for ax, name in ((left, "raw reward"), (right, "calibrated reward")):
         ax.set_xlabel(f"response {feature}")
