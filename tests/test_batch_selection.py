@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,8 +12,10 @@ from service.batch_selection import SHORT_SLACK, choose_batch, compatible
 from service.default_model.pairs import load_alpacaeval_outputs
 from service.scheduler import padded_cost
 
+Chooser = Callable[[list[int], int, int], list[int]]
 
-def _drain(lengths: list[int], choose, max_tokens: int, max_size: int) -> list[list[int]]:  # type: ignore[no-untyped-def]
+
+def _drain(lengths: list[int], choose: Chooser, max_tokens: int, max_size: int) -> list[list[int]]:
     """Serve a queue of inputs batch after batch; the batches, as lengths."""
     queue = list(lengths)
     batches = []
