@@ -76,26 +76,19 @@ def memory_gib() -> float | None:
 
 def demote(markdown: str, top: int = 2) -> str:
     """Shift headings so that the file's highest heading is at level ``top``."""
-    levels = []
+    lines = markdown.splitlines()
+    headings: dict[int, int] = {}  # line index -> heading level, outside code fences
     fenced = False
-    for line in markdown.splitlines():
+    for index, line in enumerate(lines):
         if line.startswith("```"):
             fenced = not fenced
         match = re.match(r"^(#{1,6}) ", line)
         if match and not fenced:
-            levels.append(len(match.group(1)))
-    shift = top - min(levels) if levels else 0
-    out = []
-    fenced = False
-    for line in markdown.splitlines():
-        if line.startswith("```"):
-            fenced = not fenced
-        match = re.match(r"^(#{1,6}) ", line)
-        if match and not fenced:
-            level = min(6, max(1, len(match.group(1)) + shift))
-            line = "#" * level + line[len(match.group(1)) :]
-        out.append(line)
-    return "\n".join(out).strip() + "\n"
+            headings[index] = len(match.group(1))
+    shift = top - min(headings.values()) if headings else 0
+    for index, level in headings.items():
+        lines[index] = "#" * min(6, max(1, level + shift)) + lines[index][level:]
+    return "\n".join(lines).strip() + "\n"
 
 
 def notes_section(markdown: str) -> str | None:

@@ -54,5 +54,26 @@ class RewardBackend(abc.ABC):
     async def health(self) -> bool: ...
 
 
+class LocalTokenizerBackend(RewardBackend):
+    """A backend that loads the model's tokenizer itself at start (every real backend).
+
+    Holds the tokenizer and the limits, which ``start`` may refine from the model's config.
+    """
+
+    def __init__(self, max_input_tokens: int, *, batches_itself: bool) -> None:
+        self._tokenizer: Any = None
+        self._limits = BackendLimits(max_input_tokens, batches_itself)
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            raise RuntimeError("backend not started")
+        return self._tokenizer
+
+    @property
+    def limits(self) -> BackendLimits:
+        return self._limits
+
+
 class BackendStartError(RuntimeError):
     """The model could not be loaded; the message is one line for the operator."""

@@ -26,7 +26,12 @@ from typing import Any
 
 import httpx
 
-from service.backends.base import BackendLimits, BackendStartError, RewardBackend
+from service.backends.base import (
+    BackendLimits,
+    BackendStartError,
+    LocalTokenizerBackend,
+    RewardBackend,
+)
 from service.backends.registry import register_backend
 from service.config import Settings
 from service.errors import ErrorType, ServiceError
@@ -43,7 +48,7 @@ class RemoteError(Exception):
     """The remote server could not answer (after retries); the message is one line."""
 
 
-class RemoteBackend(RewardBackend):
+class RemoteBackend(LocalTokenizerBackend):
     name = "remote"
 
     def __init__(
@@ -61,6 +66,7 @@ class RemoteBackend(RewardBackend):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """``transport`` replaces the network (tests use ``httpx.MockTransport``)."""
+        super().__init__(max_input_tokens, batches_itself=True)
         self._base_url = base_url.rstrip("/")
         self._model_path = model_path
         self._model = model
@@ -72,18 +78,6 @@ class RemoteBackend(RewardBackend):
         self._trust_remote_code = trust_remote_code
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
-        self._tokenizer: Any = None
-        self._limits = BackendLimits(max_input_tokens=max_input_tokens, batches_itself=True)
-
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            raise RuntimeError("backend not started")
-        return self._tokenizer
-
-    @property
-    def limits(self) -> BackendLimits:
-        return self._limits
 
     @property
     def model(self) -> str | None:

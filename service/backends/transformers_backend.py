@@ -19,7 +19,12 @@ from typing import Any
 
 import torch
 
-from service.backends.base import BackendLimits, BackendStartError, RewardBackend
+from service.backends.base import (
+    BackendLimits,
+    BackendStartError,
+    LocalTokenizerBackend,
+    RewardBackend,
+)
 from service.backends.registry import register_backend
 from service.config import Settings
 
@@ -28,7 +33,7 @@ logger = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-class TransformersBackend(RewardBackend):
+class TransformersBackend(LocalTokenizerBackend):
     name = "transformers"
 
     def __init__(
@@ -39,29 +44,18 @@ class TransformersBackend(RewardBackend):
         dtype: str = "float32",
         max_input_tokens: int = 512,
     ) -> None:
+        super().__init__(max_input_tokens, batches_itself=False)
         self._model_path = model_path
         self._device = torch.device(device)
         self._dtype = _DTYPES[dtype]
         self._requested_max_tokens = max_input_tokens
         self._model: Any = None
-        self._tokenizer: Any = None
         self._pad_id = 0
-        self._limits = BackendLimits(max_input_tokens=max_input_tokens, batches_itself=False)
         # One thread: forward passes are serialized (one model, one device) and never run
         # on the event loop.
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="rewardcal-infer"
         )
-
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            raise RuntimeError("backend not started")
-        return self._tokenizer
-
-    @property
-    def limits(self) -> BackendLimits:
-        return self._limits
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -31,7 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from service import formatting
-from service.backends.base import BackendLimits, BackendStartError, RewardBackend
+from service.backends.base import (
+    BackendLimits,
+    BackendStartError,
+    LocalTokenizerBackend,
+    RewardBackend,
+)
 from service.backends.registry import register_backend
 from service.config import Settings
 from service.errors import ErrorType, ServiceError
@@ -46,7 +51,7 @@ prefill only, and 1 GiB holds thousands of tokens in flight even for 8B models."
 WARM_UP_TEXT = "warm-up"
 
 
-class VllmBackend(RewardBackend):
+class VllmBackend(LocalTokenizerBackend):
     name = "vllm"
 
     def __init__(
@@ -65,6 +70,7 @@ class VllmBackend(RewardBackend):
     ) -> None:
         """``engine_overrides`` are extra ``AsyncEngineArgs`` fields (e.g. ``load_format=
         "dummy"`` for benchmarks of random weights); they win over the settings."""
+        super().__init__(max_input_tokens, batches_itself=True)
         self._model_path = model_path
         self._dtype = dtype
         self._requested_max_tokens = max_input_tokens
@@ -75,24 +81,12 @@ class VllmBackend(RewardBackend):
         self._enforce_eager = enforce_eager
         self._trust_remote_code = trust_remote_code
         self._engine_overrides = dict(engine_overrides or {})
-        self._limits = BackendLimits(max_input_tokens=max_input_tokens, batches_itself=True)
-        self._tokenizer: Any = None
         self._engine: Any = None
         self._pooling_params: Any = None  # vllm.PoolingParams, imported at start
         # stop() may come while the engine is still being built in a worker thread (the
         # app shut down during a 30 s start): the builder then shuts it down itself.
         self._lock = threading.Lock()
         self._stopped = False
-
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            raise RuntimeError("backend not started")
-        return self._tokenizer
-
-    @property
-    def limits(self) -> BackendLimits:
-        return self._limits
 
     @property
     def engine(self) -> Any:
