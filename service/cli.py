@@ -7,6 +7,7 @@ settings field is a flag, generated from the one settings object.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api import create_app
+    from service.api.deps import security_warnings
+    from service.api.http_protocol import header_timeout_protocol
 
     settings = _load_settings(args)
     configure_logging(settings.log_level)
@@ -100,6 +103,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if server is not None:
             server.should_exit = True
 
+    for warning in security_warnings(settings):
+        logging.getLogger("rewardcal").warning(warning)
     app = create_app(settings, model_path, on_fatal=on_fatal)
     config = uvicorn.Config(
         app,
@@ -109,6 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=30,
         access_log=False,
+        http=header_timeout_protocol(settings.header_timeout_s),
     )
     server = uvicorn.Server(config)
     server_holder["server"] = server

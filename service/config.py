@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.calibration.config import FeatureStep, StreamConfig
+from service.calibration.config import MAX_ALPHA, FeatureStep, StreamConfig
 
 BackendName = Literal["transformers", "vllm", "remote"]
 CalibrationMethod = Literal["lowess", "mean", "penalty", "none"]
@@ -182,8 +182,21 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Accepted Bearer keys (comma-separated in the environment). Empty = open.",
     )
+    admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Bearer keys that may also change calibration state (freeze, unfreeze, "
+        "reset, refit, import, delete); scoring keys get 403 there. With any key of either "
+        "kind set, every route but /health needs one (docs/security.md).",
+    )
     protect_metrics: bool = Field(
-        default=False, description="Require a key for /metrics too (/health stays open)."
+        default=False,
+        description="Require a key for /metrics, /docs and /openapi.json too (/health stays open).",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection that has not sent a request's complete headers within "
+        "this many seconds is closed (slow or stalled clients cannot hold connections).",
     )
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -202,7 +215,9 @@ class Settings(BaseSettings):
         default_factory=lambda: ["chars"],  # type: ignore[arg-type]
         description="Bias characteristics removed in sequence (comma-separated).",
     )
-    calibration_alpha: float = Field(default=1.0, ge=0, description="Strength of removal.")
+    calibration_alpha: float = Field(
+        default=1.0, ge=0, le=MAX_ALPHA, description="Strength of removal."
+    )
     calibration_frac: float = Field(
         default=1.0,
         gt=0,
@@ -240,11 +255,17 @@ class Settings(BaseSettings):
         ge=1,
         description="Most calibration streams (bounds memory and metric label cardinality).",
     )
+    calibration_idle_ttl_s: float = Field(
+        default=3 * 86400.0,
+        ge=0,
+        description="A group that no request or operator used for this long is deleted "
+        "(window, curve and snapshot), freeing its slot. 0 = never.",
+    )
     snapshot_interval_s: float = Field(
         default=30.0, gt=0, description="How often changed streams are written to state_dir."
     )
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -314,6 +335,10 @@ class Settings(BaseSettings):
                 f"calibration_window ({self.calibration_window})"
             )
         return self
+
+    @property
+    def keys_required(self) -> bool:
+        return bool(self.api_keys or self.admin_api_keys)
 
     @property
     def batch_token_budget(self) -> int:

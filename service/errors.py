@@ -20,6 +20,7 @@ class ErrorType(enum.StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed_error"
     PAYLOAD_TOO_LARGE = "payload_too_large_error"
     UNAUTHORIZED = "authentication_error"
+    FORBIDDEN = "permission_error"
     OVERLOADED = "overloaded_error"
     NOT_READY = "not_ready_error"
     TIMEOUT = "timeout_error"
@@ -30,6 +31,7 @@ class ErrorType(enum.StrEnum):
 STATUS_BY_TYPE: dict[ErrorType, int] = {
     ErrorType.INVALID_REQUEST: 400,
     ErrorType.UNAUTHORIZED: 401,
+    ErrorType.FORBIDDEN: 403,
     ErrorType.NOT_FOUND: 404,
     ErrorType.METHOD_NOT_ALLOWED: 405,
     ErrorType.PAYLOAD_TOO_LARGE: 413,

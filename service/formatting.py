@@ -16,7 +16,11 @@ Rules (documented in the API docs):
 
 from __future__ import annotations
 
+import contextlib
+import re
+import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 TruncationSide = Literal["left", "right"]
@@ -52,45 +56,159 @@ def needs_special_tokens(tokenizer: Any, text: str) -> bool:
     return not (bos and text.startswith(bos))
 
 
+CHARS_PER_TOKEN_BOUND = 64
+"""Characters kept per allowed token before tokenizing an over-long text.
+
+Tokenizing a 15 MB text to keep its last 512 tokens costs seconds of the shared tokenizer;
+a token of a real tokenizer spans far fewer than 64 characters, so the first
+``64 x max_tokens`` characters (or last, when truncating on the left) hold every token that
+survives truncation. When a cut text still yields too few tokens (pathological inputs of
+very long tokens), the cut doubles until it does or the whole text is used."""
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The ids a tokenizer adds around a text (BERT: [CLS] ... [SEP]; Llama: <s> ...)."""
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.prefix) + len(self.suffix)
+
+
+_SPECIALS: weakref.WeakKeyDictionary[Any, SpecialTokens] = weakref.WeakKeyDictionary()
+
+
+def special_tokens(tokenizer: Any) -> SpecialTokens:
+    """Find the prefix and suffix ids by encoding a probe with and without them (cached)."""
+    try:
+        return _SPECIALS[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    probe = "a"
+    plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    full = list(tokenizer(probe, add_special_tokens=True)["input_ids"])
+    found = SpecialTokens((), ())
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            found = SpecialTokens(tuple(full[:start]), tuple(full[start + len(plain) :]))
+            break
+    with contextlib.suppress(TypeError):
+        _SPECIALS[tokenizer] = found
+    return found
+
+
+def truncate_ids(
+    ids: Sequence[int], max_tokens: int, side: TruncationSide, specials: SpecialTokens
+) -> list[int]:
+    """Keep ``max_tokens`` ids: the special prefix/suffix the input carries stay, the body
+    is cut on ``side`` (left keeps its end). Pure: no tokenizer state is touched."""
+    ids = list(ids)
+    if len(ids) <= max_tokens:
+        return ids
+    head = len(specials.prefix) if tuple(ids[: len(specials.prefix)]) == specials.prefix else 0
+    tail = (
+        len(specials.suffix)
+        if specials.suffix and tuple(ids[len(ids) - len(specials.suffix) :]) == specials.suffix
+        else 0
+    )
+    keep = max_tokens - head - tail
+    if keep <= 0:
+        raise ValueError(
+            f"a limit of {max_tokens} tokens leaves no room beside the model's "
+            f"{head + tail} special tokens"
+        )
+    body = ids[head : len(ids) - tail]
+    kept = body[len(body) - keep :] if side == "left" else body[:keep]
+    return ids[:head] + kept + ids[len(ids) - tail :]
+
+
+def char_bound(max_tokens: int) -> int:
+    return max_tokens * CHARS_PER_TOKEN_BOUND
+
+
+def cut_text(text: str, max_chars: int, side: TruncationSide) -> str:
+    """The part of ``text`` that can hold the tokens surviving truncation on ``side``.
+
+    Cuts at a whitespace boundary when there is one in the first/last 256 characters of the
+    kept part, so that the word at the cut is not split into other tokens than the whole
+    text would give."""
+    if len(text) <= max_chars:
+        return text
+    if side == "left":
+        start = len(text) - max_chars
+        match = _WHITESPACE.search(text, start, min(start + 256, len(text)))
+        return text[match.start() :] if match else text[start:]
+    end = max_chars
+    match = _WHITESPACE_BEFORE.search(text[max(0, end - 256) : end])
+    return text[: max(0, end - 256) + match.start() + 1] if match else text[:end]
+
+
+_WHITESPACE = re.compile(r"\s")
+_WHITESPACE_BEFORE = re.compile(r"\s(?=\S*$)")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    ids: list[int]
+    """Token ids to score (truncated to the limit, special tokens kept)."""
+    over_limit: bool
+    """Whether the whole text has more tokens than the limit (it was truncated)."""
+    length: int
+    """Tokens of the text before truncation; a lower bound when the text was cut first."""
+
+
+def encode_one(
+    tokenizer: Any, text: str, max_tokens: int, truncation_side: TruncationSide = "left"
+) -> Encoded:
+    """Tokenize one text for scoring, never reading more of it than truncation can keep."""
+    add_special = needs_special_tokens(tokenizer, text)
+    specials = special_tokens(tokenizer) if add_special else SpecialTokens((), ())
+    max_chars = char_bound(max_tokens)
+    while True:
+        part = cut_text(text, max_chars, truncation_side)
+        if part is not text and truncation_side == "left" and not add_special:
+            # The text carries its own BOS (chat templates): keep it in front of the cut.
+            bos = str(tokenizer.bos_token)
+            part = bos + part
+        # verbose=False: the "longer than the maximum" warning is expected here.
+        ids = tokenizer(part, add_special_tokens=add_special, truncation=False, verbose=False)[
+            "input_ids"
+        ]
+        if part is text or len(ids) > max_tokens or max_chars >= len(text):
+            break
+        max_chars *= 2  # the cut held too few tokens: very long tokens; look further
+    if not add_special and getattr(tokenizer, "bos_token_id", None) is not None:
+        specials = SpecialTokens((int(tokenizer.bos_token_id),), ())
+    return Encoded(
+        ids=truncate_ids(ids, max_tokens, truncation_side, specials),
+        over_limit=len(ids) > max_tokens,
+        length=len(ids),
+    )
+
+
 def encode(
     tokenizer: Any,
     texts: Sequence[str],
     max_tokens: int,
     truncation_side: TruncationSide = "left",
 ) -> tuple[list[list[int]], list[int]]:
-    """Tokenize texts for scoring.
+    """Tokenize texts for scoring: (token ids, per text its token count before truncation).
 
-    Returns the (possibly truncated) token ids and, per text, the untruncated length, so
-    that callers can refuse over-long inputs instead of truncating when configured to.
     Truncation keeps the special tokens; ``left`` drops the start of the prompt, which
-    keeps the response a reward model judges.
+    keeps the response a reward model judges. See :func:`encode_one`.
     """
-    ids: list[list[int]] = []
-    full_lengths: list[int] = []
-    for text in texts:
-        add_special = needs_special_tokens(tokenizer, text)
-        # verbose=False: the "longer than the maximum" warning is expected here; the
-        # length is measured on purpose and truncated below.
-        full = tokenizer(text, add_special_tokens=add_special, truncation=False, verbose=False)[
-            "input_ids"
-        ]
-        full_lengths.append(len(full))
-        if len(full) <= max_tokens:
-            ids.append(list(full))
-            continue
-        ids.append(_truncate(tokenizer, text, add_special, max_tokens, truncation_side))
-    return ids, full_lengths
+    out = [encode_one(tokenizer, text, max_tokens, truncation_side) for text in texts]
+    return [e.ids for e in out], [e.length for e in out]
 
 
-def _truncate(
-    tokenizer: Any, text: str, add_special: bool, max_tokens: int, side: TruncationSide
-) -> list[int]:
-    previous = tokenizer.truncation_side
-    tokenizer.truncation_side = side
-    try:
-        out = tokenizer(
-            text, add_special_tokens=add_special, truncation=True, max_length=max_tokens
-        )["input_ids"]
-    finally:
-        tokenizer.truncation_side = previous
-    return list(out)
+def count_tokens(tokenizer: Any, text: str, max_chars: int) -> int:
+    """Tokens of ``text`` without special tokens; beyond ``max_chars`` characters, estimated
+    from the first ``max_chars`` (the ``tokens`` feature of a huge response)."""
+    if len(text) <= max_chars:
+        return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+    head = cut_text(text, max_chars, "right")
+    counted = len(tokenizer(head, add_special_tokens=False, verbose=False)["input_ids"])
+    return round(counted * len(text) / max(1, len(head)))

@@ -199,6 +199,12 @@ class CalibrationMetrics:
             labels,
             registry=registry,
         )
+        self.groups_gauge = Gauge(
+            f"{PREFIX}_calibration_groups",
+            "Calibration groups holding state (kind=active) and the limit (kind=limit)",
+            ["kind"],
+            registry=registry,
+        )
         self.refit_duration = Histogram(
             f"{PREFIX}_refit_duration_seconds",
             "Time to refit a calibration curve",
@@ -235,6 +241,26 @@ class CalibrationMetrics:
         if drift is not None:
             self.drift.labels(model=model, group=group).set(drift)
 
+    def groups(self, active: int, limit: int) -> None:
+        self.groups_gauge.labels(kind="active").set(active)
+        self.groups_gauge.labels(kind="limit").set(limit)
+
+    def forget(self, model: str, group: str) -> None:
+        """Drop a deleted group's series, so that deleted groups do not pile up labels."""
+        for metric in (self.response_chars, self.slope, self.drift, self.version):
+            _remove(metric, model, group)
+        _remove(self.window_samples, model, group)
+        for kind in ("raw", "calibrated"):
+            _remove(self.reward, model, group, kind)
+            _remove(self.spearman, model, group, kind)
+
     def restored(self, model: str, group: str, version: int, samples: int) -> None:
         self.version.labels(model=model, group=group).set(version)
         self.window(model, group, samples)
+
+
+def _remove(metric: Any, *labels: str) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        pass  # the series was never created

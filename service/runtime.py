@@ -52,6 +52,8 @@ class Runtime:
             store=LocalSnapshotStore(settings.state_dir),
             metrics=self.calibration_metrics,
             snapshot_interval_s=settings.snapshot_interval_s,
+            idle_ttl_s=settings.calibration_idle_ttl_s,
+            served_models=[self.model_id],
         )
         self.scoring = ScoringService(
             model_id=self.model_id,

@@ -261,25 +261,42 @@ class Scheduler:
             longest = max(len(e.token_ids) for e in live)
             self._metrics.batch(len(live), padded_cost(len(live), longest))
         try:
-            rewards = await self._backend.score([e.token_ids for e in live])
-            if len(rewards) != len(live):
-                raise RuntimeError(f"backend returned {len(rewards)} scores for {len(live)}")
-        except Exception as exc:  # noqa: BLE001 - fail this batch only, keep serving
-            # The batch runs outside any request's context: name the requests it served.
-            request_ids = sorted({entry.request_id for entry in live})
-            logger.exception(
-                "inference failed for a batch of %d inputs (requests: %s)",
-                len(live),
-                ", ".join(request_ids),
-            )
-            error = ServiceError(ErrorType.BACKEND, f"inference failed: {type(exc).__name__}")
-            for entry in live:
-                if not entry.future.done():
-                    entry.future.set_exception(error)
-            return
+            await self._score_isolating_failures(live)
         finally:
             if self._metrics is not None:
                 self._metrics.inference_time(time.monotonic() - started)
-        for entry, reward in zip(live, rewards, strict=True):
+
+    async def _score_isolating_failures(self, entries: list[_Entry]) -> None:
+        """Score a batch; if it fails, split it and retry the halves, so that only the
+        inputs at fault fail and the other requests that shared the batch get scores.
+
+        Inputs are validated before batching, so a failure here is rare (an input the
+        backend refuses for a reason validation cannot know); it costs about
+        2 x log2(batch) extra forward passes for one bad input."""
+        try:
+            rewards = await self._backend.score([e.token_ids for e in entries])
+            if len(rewards) != len(entries):
+                raise RuntimeError(f"backend returned {len(rewards)} scores for {len(entries)}")
+        except Exception as exc:  # noqa: BLE001 - fail the inputs at fault only, keep serving
+            live = [e for e in entries if not e.future.done()]
+            if len(live) > 1:
+                middle = len(live) // 2
+                await self._score_isolating_failures(live[:middle])
+                await self._score_isolating_failures(live[middle:])
+                return
+            # The batch runs outside any request's context: name the requests it served.
+            request_ids = sorted({entry.request_id for entry in entries})
+            logger.error(
+                "inference failed for an input of %d tokens (request %s): %s: %s",
+                len(entries[0].token_ids),
+                ", ".join(request_ids),
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+            error = ServiceError(ErrorType.BACKEND, f"inference failed: {type(exc).__name__}")
+            for entry in live:
+                entry.future.set_exception(error)
+            return
+        for entry, reward in zip(entries, rewards, strict=True):
             if not entry.future.done():
                 entry.future.set_result(reward)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +19,13 @@ from service.calibration import CalibrationEngine, CurveView
 from service.config import TruncationPolicy
 from service.errors import ErrorType, ServiceError
 from service.features import response_features
+from service.formatting import char_bound
 from service.metrics import ServingMetrics
 from service.scheduler import Scheduler
+
+TOKENIZE_CHUNK_CHARS = 1 << 17
+"""Characters of text one tokenizer job takes at most (beyond one input's own bound): about
+tens of ms of a fast tokenizer, the longest a small request waits behind a huge one."""
 
 
 @dataclass(frozen=True)
@@ -120,16 +125,15 @@ class ScoringService:
         max_tokens: int | None = None,
     ) -> ScoreResult:
         self.check_count(len(inputs))
-        curve = self._calibration.current(self.model_id, group)
+        # Only observed traffic creates a stream; evaluation traffic (observe: false) on an
+        # unknown group is scored without calibration and says so in its status.
+        curve = self._calibration.current(self.model_id, group, create=observe)
         limit = (
             self.max_input_tokens if max_tokens is None else min(max_tokens, self.max_input_tokens)
         )
-        loop = asyncio.get_running_loop()
         # Admission first: an overloaded server answers 503 before spending any work.
         with self._scheduler.reserve(len(inputs)) as reservation:
-            prepared = await loop.run_in_executor(
-                self._tokenizer_thread, self._prepare, list(inputs), limit
-            )
+            prepared = await self._tokenize(list(inputs), limit)
             raw = await self._scheduler.submit(prepared.token_ids, reservation)
         rewards, biases = curve.apply(prepared.features, raw)
         self._calibration.record(
@@ -150,64 +154,129 @@ class ScoringService:
         ]
         return ScoreResult(model=self.model_id, curve=curve, items=items)
 
+    async def _tokenize(self, inputs: list[ScoreInput], limit: int) -> _Prepared:
+        """Tokenize in chunks of bounded size on the shared tokenizer thread.
+
+        Each chunk is one job in the thread's FIFO queue, so a huge request takes turns with
+        small ones instead of holding the tokenizer for seconds, and a request whose client
+        left is cancelled between chunks."""
+        loop = asyncio.get_running_loop()
+        token_ids: list[list[int]] = []
+        features: list[dict[str, float]] = []
+        for start, chunk in _chunks(inputs, char_bound(limit)):
+            part = await loop.run_in_executor(
+                self._tokenizer_thread, self._prepare, chunk, limit, start
+            )
+            token_ids.extend(part.token_ids)
+            features.extend(part.features)
+        return _Prepared(token_ids=token_ids, features=features)
+
     # ---- runs in the tokenizer thread ---------------------------------------------------
 
-    def _prepare(self, inputs: list[ScoreInput], limit: int) -> _Prepared:
+    def _prepare(self, inputs: list[ScoreInput], limit: int, first_index: int) -> _Prepared:
         tokenizer = self._backend.tokenizer
         side: formatting.TruncationSide = "right" if self._truncation == "right" else "left"
-        texts: list[str | None] = []
-        responses: list[str] = []
-        for index, item in enumerate(inputs):
-            if item.messages is not None:
-                texts.append(_render(tokenizer, item.messages, index))
-                response = item.response
-                if response is None:
-                    response = formatting.last_assistant_turn(item.messages)
-            elif item.text is not None:
-                texts.append(item.text)
-                response = item.response if item.response is not None else item.text
-            else:
-                assert item.token_ids is not None
-                texts.append(None)
-                response = item.response
-                if response is None:
-                    response = tokenizer.decode(list(item.token_ids), skip_special_tokens=True)
-            responses.append(response)
-
+        vocab_size = len(tokenizer)
         token_ids: list[list[int]] = []
-        full_lengths: list[int] = []
-        to_encode = [t for t in texts if t is not None]
-        encoded, encoded_lengths = formatting.encode(tokenizer, to_encode, limit, side)
-        encoded_iter = iter(zip(encoded, encoded_lengths, strict=True))
-        for item, text in zip(inputs, texts, strict=True):
-            if text is not None:
-                ids, full = next(encoded_iter)
+        features: list[dict[str, float]] = []
+        for offset, item in enumerate(inputs):
+            index = first_index + offset
+            if item.token_ids is not None:
+                ids = self._take_ids(item.token_ids, limit, side, vocab_size, index)
+                length = len(item.token_ids)
+                response = item.response
+                if response is None:
+                    # The scored ids are the text the model judges (bounded: never more
+                    # than the limit is decoded).
+                    response = tokenizer.decode(ids, skip_special_tokens=True)
             else:
-                assert item.token_ids is not None
-                full = len(item.token_ids)
-                raw_ids = list(item.token_ids)
-                ids = raw_ids[-limit:] if side == "left" else raw_ids[:limit]
-            token_ids.append(ids)
-            full_lengths.append(full)
-
-        if self._truncation == "error":
-            for index, full in enumerate(full_lengths):
-                if full > limit:
-                    raise ServiceError(
-                        ErrorType.VALIDATION,
-                        f"input {index} has {full} tokens; the limit is {limit} "
-                        "(the server is configured to refuse rather than truncate)",
-                    )
-        for index, ids in enumerate(token_ids):
+                if item.messages is not None:
+                    text = _render(tokenizer, item.messages, index)
+                    response = item.response
+                    if response is None:
+                        response = formatting.last_assistant_turn(item.messages)
+                else:
+                    assert item.text is not None
+                    text = item.text
+                    response = item.response if item.response is not None else item.text
+                encoded = _encode(tokenizer, text, limit, side, index)
+                ids, length = encoded.ids, encoded.length
+            if length > limit and self._truncation == "error":
+                raise ServiceError(
+                    ErrorType.VALIDATION,
+                    f"input {index} has {length} tokens or more; the limit is {limit} (the "
+                    "server is configured to refuse rather than truncate)",
+                )
             if not ids:
                 raise ServiceError(ErrorType.VALIDATION, f"input {index} is empty")
-
-        response_token_counts = _count_tokens(tokenizer, responses)
-        features = [
-            response_features(response, count)
-            for response, count in zip(responses, response_token_counts, strict=True)
-        ]
+            token_ids.append(ids)
+            count = formatting.count_tokens(tokenizer, response, char_bound(limit))
+            features.append(response_features(response, count))
         return _Prepared(token_ids=token_ids, features=features)
+
+    def _take_ids(
+        self,
+        ids: Sequence[int],
+        limit: int,
+        side: formatting.TruncationSide,
+        vocab_size: int,
+        index: int,
+    ) -> list[int]:
+        # Checked here, before any batch: an id outside the vocabulary would fail the
+        # forward pass of every request batched with it.
+        if ids and (min(ids) < 0 or max(ids) >= vocab_size):
+            bad = next(t for t in ids if not 0 <= t < vocab_size)
+            raise ServiceError(
+                ErrorType.INVALID_REQUEST,
+                f"input {index}: token id {bad} is outside the model's vocabulary "
+                f"(0 to {vocab_size - 1})",
+            )
+        specials = formatting.special_tokens(self._backend.tokenizer)
+        return _truncate(ids, limit, side, specials, index)
+
+
+def _chunks(inputs: list[ScoreInput], item_chars: int) -> Iterator[tuple[int, list[ScoreInput]]]:
+    """(first index, inputs) runs of about TOKENIZE_CHUNK_CHARS characters of work each."""
+    start = 0
+    budget = 0
+    for index, item in enumerate(inputs):
+        budget += min(_work(item), item_chars)
+        if budget >= TOKENIZE_CHUNK_CHARS:
+            yield start, inputs[start : index + 1]
+            start, budget = index + 1, 0
+    if start < len(inputs):
+        yield start, inputs[start:]
+
+
+def _work(item: ScoreInput) -> int:
+    if item.token_ids is not None:
+        return 4 * min(len(item.token_ids), 4096)  # decoding the kept ids
+    if item.text is not None:
+        return len(item.text)
+    assert item.messages is not None
+    return sum(len(str(m.get("content", ""))) for m in item.messages)
+
+
+def _encode(
+    tokenizer: Any, text: str, limit: int, side: formatting.TruncationSide, index: int
+) -> formatting.Encoded:
+    try:
+        return formatting.encode_one(tokenizer, text, limit, side)
+    except ValueError as exc:  # a limit below the special tokens (truncate_prompt_tokens: 1)
+        raise ServiceError(ErrorType.INVALID_REQUEST, f"input {index}: {exc}") from None
+
+
+def _truncate(
+    ids: Sequence[int],
+    limit: int,
+    side: formatting.TruncationSide,
+    specials: formatting.SpecialTokens,
+    index: int,
+) -> list[int]:
+    try:
+        return formatting.truncate_ids(ids, limit, side, specials)
+    except ValueError as exc:
+        raise ServiceError(ErrorType.INVALID_REQUEST, f"input {index}: {exc}") from None
 
 
 def _render(tokenizer: Any, messages: Sequence[Mapping[str, str]], index: int) -> str:
@@ -220,12 +289,3 @@ def _render(tokenizer: Any, messages: Sequence[Mapping[str, str]], index: int) -
             ErrorType.VALIDATION,
             f"input {index}: the model's chat template refused these messages: {str(exc)[:200]}",
         ) from None
-
-
-def _count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
-    if not texts:
-        return []
-    encoded = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)[
-        "input_ids"
-    ]
-    return [len(ids) for ids in encoded]

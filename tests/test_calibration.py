@@ -268,10 +268,12 @@ def test_group_cap(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from service.errors import ServiceError
 
     engine = _engine(tmp_path)
+    sample = [{"chars": 10.0, "tokens": 3.0, "markdown": 0.0}]
     for group in ("a", "b", "c"):
-        engine.current(MODEL, group)
+        engine.record(MODEL, group, sample, [0.1], [0.1], observe=True)
     with pytest.raises(ServiceError, match="too many calibration groups"):
         engine.current(MODEL, "d")
+    engine.current(MODEL, "d", create=False)  # evaluation traffic is never refused
 
 
 def test_snapshot_round_trip_and_corruption_is_skipped(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]

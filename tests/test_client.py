@@ -272,6 +272,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+ADMIN_KEY = "test-admin-key"
+
+
 def _auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {KEY}"}
 
@@ -295,6 +298,8 @@ def server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
         str(port),
         "--api-keys",
         KEY,
+        "--admin-api-keys",
+        ADMIN_KEY,
         "--calibration-min-samples",
         "40",
         "--calibration-refit-every",
@@ -342,7 +347,8 @@ def _calibrate_and_freeze(base: str) -> None:
     while httpx.get(f"{base}/v1/calibration/{FROZEN}", headers=_auth()).json()["version"] < 1:
         assert time.monotonic() < deadline, "no curve was fitted"
         time.sleep(0.1)
-    frozen = httpx.post(f"{base}/v1/calibration/{FROZEN}/freeze", headers=_auth())
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    frozen = httpx.post(f"{base}/v1/calibration/{FROZEN}/freeze", headers=admin)
     assert frozen.status_code == 200, frozen.text
 
 

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CollectorRegistry
 
 from service import __version__
@@ -71,6 +73,8 @@ def create_app(
             if on_fatal is not None:
                 on_fatal(str(exc))
 
+    # /docs and /openapi.json are open unless protect_metrics asks for keys there too.
+    docs_open = not (settings.protect_metrics and settings.keys_required)
     app = FastAPI(
         title="rewardcal",
         version=__version__,
@@ -78,6 +82,9 @@ def create_app(
         lifespan=lifespan,
         # Trainers' scripts and curl often omit Content-Type; the body is JSON regardless.
         strict_content_type=False,
+        docs_url="/docs" if docs_open else None,
+        redoc_url="/redoc" if docs_open else None,
+        openapi_url="/openapi.json" if docs_open else None,
     )
     app.state.settings = settings
     app.state.runtime = None
@@ -109,6 +116,8 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    if not docs_open:
+        _add_keyed_docs(app, keyed)
 
     app.add_middleware(
         RequestContextMiddleware,
@@ -116,6 +125,16 @@ def create_app(
         metrics_getter=current_metrics,
     )
     return app
+
+
+def _add_keyed_docs(app: FastAPI, keyed: list[Any]) -> None:
+    @app.get("/openapi.json", include_in_schema=False, dependencies=keyed)
+    async def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=keyed)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="rewardcal")
 
 
 def use_envelope_for_validation_errors(schema: dict[str, Any]) -> dict[str, Any]:

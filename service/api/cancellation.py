@@ -16,6 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from fastapi import Request
+from starlette.responses import Response
+
+CLIENT_CLOSED = 499
+"""nginx's status for a request whose client closed the connection before the answer."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -30,11 +34,15 @@ async def _wait_for_disconnect(request: Request) -> None:
 
 def with_cancellation(
     handler: Callable[P, Awaitable[T]],
-) -> Callable[P, Awaitable[T | None]]:
-    """Decorate an endpoint taking ``raw_request: Request`` (after its body was read)."""
+) -> Callable[P, Awaitable[T | Response]]:
+    """Decorate an endpoint taking ``raw_request: Request`` (after its body was read).
+
+    When the client leaves first, the work is cancelled and the endpoint returns a bare
+    499 response (nobody reads it; the access log and metrics record client-closed, not
+    a server error)."""
 
     @functools.wraps(handler)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T | None:
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T | Response:
         request: Any = kwargs.get("raw_request")
         if not isinstance(request, Request):
             return await handler(*args, **kwargs)
@@ -52,6 +60,6 @@ def with_cancellation(
         work.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await work
-        return None  # nobody is listening
+        return Response(status_code=CLIENT_CLOSED)  # nobody is listening
 
     return wrapper

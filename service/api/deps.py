@@ -1,4 +1,8 @@
-"""Dependencies as Annotated aliases: the runtime, auth, the calibration group."""
+"""Dependencies as Annotated aliases: the runtime, auth (two roles), the calibration group.
+
+Roles (docs/security.md): with no keys configured everything is open (loopback default).
+Otherwise every route but /health needs a key; scoring keys (``api_keys``) score and read
+calibration state, admin keys (``admin_api_keys``) also change it."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from service.config import Settings
 from service.errors import ErrorType, ServiceError
 from service.runtime import Runtime
 
@@ -40,21 +45,69 @@ def _key_matches(presented: str, keys: list[str]) -> bool:
     return matched
 
 
-async def require_api_key(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> None:
+def _settings(request: Request) -> Settings:
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-    settings = runtime.settings if runtime is not None else request.app.state.settings
-    keys = [k.get_secret_value() for k in settings.api_keys]
-    if not keys:
-        return
+    return runtime.settings if runtime is not None else request.app.state.settings
+
+
+def _presented_key(authorization: str | None, settings: Settings) -> str:
+    """The request's Bearer key if it is one of the configured keys (either role)."""
     scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token or not _key_matches(token.strip(), keys):
+    token = token.strip()
+    keys = [k.get_secret_value() for k in [*settings.api_keys, *settings.admin_api_keys]]
+    if scheme.lower() != "bearer" or not token or not _key_matches(token, keys):
         raise ServiceError(
             ErrorType.UNAUTHORIZED,
             "missing or invalid API key (send Authorization: Bearer <key>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    return token
+
+
+async def require_api_key(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    """Scoring and reading: any configured key (scoring or admin). Open with no keys."""
+    settings = _settings(request)
+    if settings.keys_required:
+        _presented_key(authorization, settings)
+
+
+async def require_admin_key(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    """Changing calibration state: an admin key (403 for a scoring key). Open with no keys."""
+    settings = _settings(request)
+    if not settings.keys_required:
+        return
+    token = _presented_key(authorization, settings)
+    admin = [k.get_secret_value() for k in settings.admin_api_keys]
+    if not _key_matches(token, admin):
+        raise ServiceError(
+            ErrorType.FORBIDDEN,
+            "this route changes calibration state and needs an admin key (admin_api_keys)"
+            if admin
+            else "this route changes calibration state and needs an admin key; none is "
+            "configured (set REWARDCAL_ADMIN_API_KEYS)",
+        )
+
+
+AdminOnly = [Depends(require_admin_key)]
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def security_warnings(settings: Settings) -> list[str]:
+    """What an operator should hear at start-up about who can reach the service."""
+    warnings = []
+    loopback = settings.host in LOOPBACK_HOSTS or settings.host.startswith("127.")
+    if not loopback and not settings.keys_required:
+        warnings.append(
+            f"serving on {settings.host} with no API keys: anyone who can reach this port can "
+            "score and change calibration state; set REWARDCAL_API_KEYS and "
+            "REWARDCAL_ADMIN_API_KEYS (docs/security.md)"
+        )
+    return warnings
 
 
 def calibration_group(

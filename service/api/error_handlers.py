@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ErrorType, ServiceError, envelope, error_type_for_status
+from service.schemas.common import INVALID_UNICODE
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ def error_response(
 def _describe_validation(errors: list[dict[str, Any]]) -> tuple[ErrorType, str]:
     if any(e.get("type") == "json_invalid" for e in errors):
         return ErrorType.INVALID_REQUEST, "request body is not valid JSON"
+    for error in errors:
+        if error.get("type") == INVALID_UNICODE:
+            loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+            return ErrorType.INVALID_REQUEST, f"{loc}: {error.get('msg')}"
     not_an_object = {"model_attributes_type", "dict_type", "model_type"}
     if any(tuple(e.get("loc", ())) == ("body",) and e.get("type") in not_an_object for e in errors):
         return (

@@ -14,8 +14,10 @@ import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.cancellation import CLIENT_CLOSED
 from service.errors import ErrorType, envelope
 from service.log_context import request_id_var
 from service.metrics import ServingMetrics
@@ -76,11 +78,14 @@ class RequestContextMiddleware:
             return
 
         received = 0
+        disconnected = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, disconnected
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            elif message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise _BodyTooLarge(self.max_body_bytes)
@@ -102,8 +107,23 @@ class RequestContextMiddleware:
             if not status_holder["started"]:
                 await self._too_large(send, request_id)
             status_holder["status"] = 413
+        except ClientDisconnect:
+            # The client left while its body was being read: nothing to answer, no error.
+            status_holder["status"] = CLIENT_CLOSED
         finally:
-            self._record(scope, int(status_holder["status"]), started)
+            status = int(status_holder["status"])
+            if disconnected and status >= 400:
+                # The client left before its answer (e.g. mid-body, which FastAPI reports
+                # as a 400 body error nobody receives): that is 499, not a bad request.
+                status = CLIENT_CLOSED
+            if status == CLIENT_CLOSED:
+                logger.info(
+                    "%s %s %d client closed the connection before the answer",
+                    scope.get("method", "?"),
+                    scope.get("path", "?"),
+                    CLIENT_CLOSED,
+                )
+            self._record(scope, status, started)
             request_id_var.reset(token)
 
     async def _too_large(self, send: Send, request_id: str) -> None:
@@ -121,7 +141,7 @@ class RequestContextMiddleware:
         route = scope.get("route")
         path = getattr(route, "path", None) or "unmatched"
         metrics.request(path, status, time.perf_counter() - started)
-        if status >= 400:
+        if status >= 400 and status != CLIENT_CLOSED:
             from service.errors import error_type_for_status
 
             metrics.error(error_type_for_status(status).value)

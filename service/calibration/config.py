@@ -8,6 +8,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.features import FEATURE_NAMES
 
+MAX_CURVE_POINTS = 131_072
+"""Most points one fitted estimator holds (RC-Mean keeps its window; LOWESS one point per
+distinct feature value up to 65,536 samples, a grid beyond). An export of that size is
+about 6 MB of JSON, so export -> import round-trips within the default 16 MB body limit."""
+
+MAX_ALPHA = 10.0
+"""Strength of removal: 1 is the paper's; beyond a few times the bias a curve only adds
+noise. Configs and imports outside [0, MAX_ALPHA] are refused."""
+
 FeatureName = Literal["chars", "tokens", "markdown"]
 MethodName = Literal["lowess", "mean", "penalty", "none"]
 
@@ -18,13 +27,15 @@ class FeatureStep(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     feature: FeatureName = "chars"
-    alpha: float = Field(default=1.0, ge=0, description="Strength of removal (paper: 1.0).")
+    alpha: float = Field(
+        default=1.0, ge=0, le=MAX_ALPHA, description="Strength of removal (paper: 1.0)."
+    )
 
 
 class StreamConfig(BaseModel):
     """How one stream calibrates. Defaults are the paper's RewardBench setting (RC-LWR)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     method: MethodName = "lowess"
     features: tuple[FeatureStep, ...] = Field(
@@ -68,6 +79,11 @@ class StreamConfig(BaseModel):
             raise ValueError(f"features repeat: {names}")
         if self.min_samples > self.window:
             raise ValueError(f"min_samples ({self.min_samples}) exceeds the window ({self.window})")
+        if self.method == "mean" and self.window > MAX_CURVE_POINTS:
+            raise ValueError(
+                f"method mean keeps its window in the curve: window ({self.window}) must be "
+                f"at most {MAX_CURVE_POINTS} so that curves can be exported and imported"
+            )
         return self
 
 

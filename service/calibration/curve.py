@@ -7,6 +7,7 @@ Optional post-steps: standardization by the window's calibrated mean/std, then c
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from service.calibration.estimators import (
     PenaltyBias,
     estimator_from_dict,
 )
+from service.calibration.models import ComponentModel, CurveModel
 from service.features import FEATURE_NAMES
 
 Array = npt.NDArray[np.float64]
@@ -50,12 +52,12 @@ class Component:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Component:
+    def from_model(cls, data: ComponentModel) -> Component:
         return cls(
-            feature=str(data["feature"]),
-            alpha=float(data["alpha"]),
-            center=float(data["center"]),
-            estimator=estimator_from_dict(dict(data["estimator"])),
+            feature=data.feature,
+            alpha=data.alpha,
+            center=data.center,
+            estimator=estimator_from_dict(data.estimator.model_dump()),
         )
 
 
@@ -128,23 +130,30 @@ class Curve:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Curve:
-        stats = data.get("stats") or {}
-        post = data.get("post") or {}
-        feature_range = stats.get("feature_range")
+        """Validate a curve as a whole (:class:`CurveModel`; raises pydantic's
+        ValidationError, a ValueError) and build it."""
+        return cls.from_model(CurveModel.model_validate(data))
+
+    @classmethod
+    def from_model(cls, data: CurveModel) -> Curve:
+        stats = data.stats
         return cls(
-            version=int(data["version"]),
-            method=str(data["method"]),
-            components=tuple(Component.from_dict(c) for c in data.get("components", [])),
-            post=PostSteps(post.get("mean"), post.get("std"), post.get("clip")),
+            version=data.version,
+            method=data.method,
+            components=tuple(Component.from_model(c) for c in data.components),
+            post=PostSteps(data.post.mean, data.post.std, data.post.clip),
             stats=CurveStats(
-                samples=int(stats.get("samples", 0)),
-                spearman_raw=stats.get("spearman_raw"),
-                spearman_calibrated=stats.get("spearman_calibrated"),
-                slope_per_1k=stats.get("slope_per_1k"),
-                feature_range=tuple(feature_range) if feature_range else None,
+                samples=stats.samples,
+                spearman_raw=stats.spearman_raw,
+                spearman_calibrated=stats.spearman_calibrated,
+                slope_per_1k=stats.slope_per_1k,
+                feature_range=stats.feature_range,
             ),
-            fitted_at=float(data.get("fitted_at", time.time())),
+            fitted_at=data.fitted_at,
         )
+
+    def with_version(self, version: int) -> Curve:
+        return dataclasses.replace(self, version=version)
 
 
 def features_matrix(features: Sequence[Mapping[str, float]]) -> Array:

@@ -18,21 +18,22 @@ from collections.abc import Mapping, Sequence
 
 from service.calibration.config import StreamConfig
 from service.calibration.curve import Curve, curve_drift, fit_curve
+from service.calibration.models import GROUP_PATTERN, StreamStateModel
 from service.calibration.persistence import SnapshotStore, StreamSnapshot
-from service.calibration.stream import CalibrationStream, CurveView
+from service.calibration.stream import CalibrationStatus, CalibrationStream, CurveView
 from service.errors import ErrorType, ServiceError
 from service.metrics import CalibrationMetrics
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "default"
-_GROUP_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+_GROUP_PATTERN = re.compile(GROUP_PATTERN)
 
 
 def validate_group(group: str | None) -> str:
     if group is None or group == "":
         return DEFAULT_GROUP
-    if not _GROUP_PATTERN.match(group):
+    if not _GROUP_PATTERN.fullmatch(group):
         raise ServiceError(
             ErrorType.VALIDATION,
             "calibration_group must be 1-64 characters of letters, digits, '_', '.', ':' "
@@ -51,9 +52,16 @@ class CalibrationEngine:
         metrics: CalibrationMetrics | None = None,
         snapshot_interval_s: float = 30.0,
         poll_interval_s: float = 0.2,
+        idle_ttl_s: float = 0.0,
+        served_models: Sequence[str] | None = None,
     ) -> None:
         self.defaults = defaults
         self.max_groups = max_groups
+        self.idle_ttl_s = idle_ttl_s
+        # Snapshots of other models (the server was restarted under another name) are not
+        # loaded and do not count against the limit; they are listed for deletion.
+        self._served = set(served_models) if served_models is not None else None
+        self.unserved: dict[tuple[str, str], str] = {}
         self._store = store
         self._metrics = metrics
         self._snapshot_interval_s = snapshot_interval_s
@@ -69,28 +77,54 @@ class CalibrationEngine:
         key = (model, group)
         with self._lock:
             stream = self._streams.get(key)
-            if stream is not None:
-                return stream
-            if not create:
+            if stream is None and not create:
                 raise ServiceError(
                     ErrorType.NOT_FOUND, f"no calibration stream {group!r} for model {model!r}"
                 )
-            if len(self._streams) >= self.max_groups:
-                raise ServiceError(
-                    ErrorType.INVALID_REQUEST,
-                    f"too many calibration groups (limit {self.max_groups}); reuse or reset "
-                    "one, or raise calibration_max_groups",
-                )
-            stream = CalibrationStream(model, group, self.defaults)
-            self._streams[key] = stream
+            if stream is None or (create and not stream.holds_state):
+                self._check_capacity(key)
+            if stream is None:
+                stream = CalibrationStream(model, group, self.defaults)
+                self._streams[key] = stream
             return stream
+
+    def _check_capacity(self, key: tuple[str, str]) -> None:
+        """Refuse a new (or emptied) stream when the limit's streams all hold state."""
+        active = sum(
+            1 for other, stream in self._streams.items() if other != key and stream.holds_state
+        )
+        if active >= self.max_groups:
+            raise ServiceError(
+                ErrorType.INVALID_REQUEST,
+                f"too many calibration groups (limit {self.max_groups}); an operator can "
+                "delete or reset one, idle groups are evicted, or raise "
+                "calibration_max_groups",
+            )
+
+    def find(self, model: str, group: str) -> CalibrationStream | None:
+        with self._lock:
+            return self._streams.get((model, group))
 
     def streams(self) -> list[CalibrationStream]:
         with self._lock:
             return [self._streams[key] for key in sorted(self._streams)]
 
-    def current(self, model: str, group: str) -> CurveView:
-        return self.stream(model, group).view()
+    @property
+    def active_groups(self) -> int:
+        return sum(1 for stream in self.streams() if stream.holds_state)
+
+    def current(self, model: str, group: str, *, create: bool = True) -> CurveView:
+        """The curve a request is calibrated with. ``create=False`` (evaluation traffic)
+        never creates a stream: an unknown group is scored raw, status unknown_group."""
+        if create:
+            stream = self.stream(model, group)
+        else:
+            found = self.find(model, group)
+            if found is None:
+                return CurveView(group, 0, CalibrationStatus.UNKNOWN_GROUP, self.defaults.method)
+            stream = found
+        stream.touch()
+        return stream.view()
 
     def record(
         self,
@@ -102,13 +136,53 @@ class CalibrationEngine:
         *,
         observe: bool,
     ) -> None:
-        """After scoring: metrics for all traffic, window observations unless opted out."""
-        stream = self.stream(model, group)
+        """After scoring: metrics for all traffic, window observations unless opted out.
+
+        Traffic on a group that has no stream (observe: false) leaves no metric series
+        either: label values come only from streams, which the group limit bounds."""
+        stream = self.stream(model, group) if observe else self.find(model, group)
+        if stream is None:
+            return
         if observe:
             stream.observe(features, raw)
         if self._metrics is not None:
             self._metrics.observed(model, group, features, raw, calibrated)
             self._metrics.window(model, group, stream.window_samples)
+
+    def delete(self, model: str, group: str) -> bool:
+        """Forget a stream: its window, curves, snapshot and metric series. True if there
+        was anything to delete (a loaded stream or an unserved model's snapshot)."""
+        with self._lock:
+            stream = self._streams.pop((model, group), None)
+            unserved = self.unserved.pop((model, group), None)
+        removed = self._store.delete(model, group) if self._store is not None else False
+        if self._metrics is not None:
+            self._metrics.forget(model, group)
+        self._report_groups()
+        return stream is not None or unserved is not None or removed
+
+    def evict_idle(self, now: float | None = None) -> list[str]:
+        """Delete streams unused (no scoring request, no operator call) for ``idle_ttl_s``."""
+        if self.idle_ttl_s <= 0:
+            return []
+        now = time.time() if now is None else now
+        evicted = []
+        for stream in self.streams():
+            idle = now - stream.last_used_at
+            if idle >= self.idle_ttl_s and not stream.fit_lock.locked():
+                self.delete(stream.model, stream.group)
+                evicted.append(stream.group)
+                logger.info(
+                    "evicted calibration group %s/%s: idle for %.0f s (calibration_idle_ttl_s)",
+                    stream.model,
+                    stream.group,
+                    idle,
+                )
+        return evicted
+
+    def _report_groups(self) -> None:
+        if self._metrics is not None:
+            self._metrics.groups(self.active_groups, self.max_groups)
 
     # ---- fitting ---------------------------------------------------------------------------
 
@@ -128,7 +202,7 @@ class CalibrationEngine:
             logger.exception("refit of stream %s/%s failed", stream.model, stream.group)
             stream.abandon(job)
             return None
-        curve = stream.install(job, lambda version: _with_version(fitted, version))
+        curve = stream.install(job, fitted.with_version)
         elapsed = time.perf_counter() - started
         if curve is not None:
             logger.info(
@@ -173,6 +247,10 @@ class CalibrationEngine:
             try:
                 self._store.save(StreamSnapshot(meta, features, raw))
                 written += 1
+                if self.find(stream.model, stream.group) is not stream:
+                    # Deleted or evicted while this snapshot was written: do not let the
+                    # file bring it back at the next start.
+                    self._store.delete(stream.model, stream.group)
             except OSError as exc:
                 stream.dirty = True
                 logger.warning(
@@ -182,23 +260,51 @@ class CalibrationEngine:
         return written
 
     def restore(self) -> int:
+        """Load every snapshot of a served model that validates; skip the others with a
+        warning naming the file (a bad snapshot never keeps the service from starting)."""
         if self._store is None:
             return 0
         restored = 0
         for snap in self._store.load_all():
             try:
-                model, group = str(snap.meta["model"]), str(snap.meta["group"])
-                stream = self.stream(model, group)
-                stream.restore_state(snap.meta, snap.features, snap.raw)
-            except (KeyError, ValueError, ServiceError) as exc:
-                logger.warning("skipping calibration snapshot: %s", exc)
+                state = StreamStateModel.model_validate(snap.meta)
+            except ValueError as exc:
+                logger.warning(
+                    "skipping calibration snapshot %s: it does not validate: %s",
+                    snap.source or "?",
+                    _one_line(exc),
+                )
+                continue
+            if self._served is not None and state.model not in self._served:
+                self.unserved[(state.model, state.group)] = snap.source
+                continue
+            try:
+                stream = self.stream(state.model, state.group)
+                stream.restore_state(state, snap.features, snap.raw)
+            except (ValueError, ServiceError) as exc:
+                with self._lock:
+                    self._streams.pop((state.model, state.group), None)
+                logger.warning(
+                    "skipping calibration snapshot %s: %s", snap.source or "?", _one_line(exc)
+                )
                 continue
             restored += 1
             if self._metrics is not None:
                 view = stream.view()
-                self._metrics.restored(model, group, view.version, stream.window_samples)
+                self._metrics.restored(
+                    state.model, state.group, view.version, stream.window_samples
+                )
         if restored:
             logger.info("restored %d calibration stream(s) from snapshots", restored)
+        if self.unserved:
+            logger.warning(
+                "%d calibration snapshot(s) belong to models this server does not serve (%s); "
+                "they are not loaded: list them with GET /v1/calibration, delete them with "
+                "DELETE /v1/calibration/{group}?model=...",
+                len(self.unserved),
+                ", ".join(sorted({model for model, _ in self.unserved})),
+            )
+        self._report_groups()
         return restored
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -221,15 +327,17 @@ class CalibrationEngine:
             await asyncio.sleep(self._poll_interval_s)
             try:
                 await asyncio.to_thread(self.refit_due)
+                self.evict_idle()
+                self._report_groups()
                 if time.monotonic() - self._last_snapshot >= self._snapshot_interval_s:
                     await asyncio.to_thread(self.snapshot)
             except Exception:  # noqa: BLE001 - the background task must survive anything
                 logger.exception("calibration background step failed")
 
 
-def _with_version(curve: Curve, version: int) -> Curve:
-    return Curve(version, curve.method, curve.components, curve.post, curve.stats, curve.fitted_at)
-
-
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.3f}"
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:300]

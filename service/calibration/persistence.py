@@ -12,6 +12,7 @@ A shared store (Redis) for several replicas would implement the same two calls.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -38,12 +39,16 @@ class StreamSnapshot:
     meta: dict[str, Any]
     features: Array
     raw: Array
+    source: str = ""
+    """Where it was read from (a file name), for the warning when it does not validate."""
 
 
 class SnapshotStore(Protocol):
     def save(self, snapshot: StreamSnapshot) -> None: ...
 
     def load_all(self) -> list[StreamSnapshot]: ...
+
+    def delete(self, model: str, group: str) -> bool: ...
 
 
 class CorruptSnapshot(ValueError):
@@ -115,7 +120,17 @@ class LocalSnapshotStore:
         snapshots = []
         for path in sorted(self.directory.glob(f"*{self.SUFFIX}")):
             try:
-                snapshots.append(decode_snapshot(path.read_bytes()))
+                snapshot = decode_snapshot(path.read_bytes())
             except (CorruptSnapshot, OSError) as exc:
                 logger.warning("skipping calibration snapshot %s: %s", path.name, exc)
+                continue
+            snapshots.append(dataclasses.replace(snapshot, source=path.name))
         return snapshots
+
+    def delete(self, model: str, group: str) -> bool:
+        """Remove a stream's snapshot; False when there was none."""
+        try:
+            self.path_for(model, group).unlink()
+        except FileNotFoundError:
+            return False
+        return True

@@ -18,7 +18,9 @@ import numpy as np
 
 from service.calibration.config import StreamConfig
 from service.calibration.curve import Curve, features_matrix
+from service.calibration.models import StreamStateModel
 from service.calibration.window import Array, RollingWindow
+from service.features import FEATURE_NAMES
 
 
 class CalibrationStatus(enum.StrEnum):
@@ -27,6 +29,7 @@ class CalibrationStatus(enum.StrEnum):
     REFERENCE = "reference"  # a loaded reference curve, before the stream's own fit
     CALIBRATED = "calibrated"
     FROZEN = "frozen"  # no refits; the frozen curve (or raw) is applied
+    UNKNOWN_GROUP = "unknown_group"  # observe: false on a group that does not exist: raw
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class CalibrationStream:
         # instead of silently doing nothing.
         self.fit_lock = threading.Lock()
         self.dirty = False  # changed since the last snapshot
+        self.last_used_at = time.time()  # wall clock: idle eviction survives restarts
 
     # ---- request path --------------------------------------------------------------------
 
@@ -98,6 +102,16 @@ class CalibrationStream:
                 status = CalibrationStatus.WARMING_UP
             version = active.version if active is not None else 0
             return CurveView(self.group, version, status, config.method, active)
+
+    def touch(self) -> None:
+        self.last_used_at = time.time()
+
+    @property
+    def holds_state(self) -> bool:
+        """Whether the stream holds anything (counts against the group limit): a reset
+        stream without a reference is an empty name that only keeps its version counter."""
+        with self._lock:
+            return bool(len(self._window) or self._curve or self._reference or self._frozen)
 
     def observe(self, features: Sequence[Mapping[str, float]], raw: Sequence[float]) -> None:
         matrix = features_matrix(features)
@@ -208,21 +222,26 @@ class CalibrationStream:
             self._fitting = False
             self.dirty = True
 
-    def load_reference(self, curve: Curve, config: StreamConfig | None, freeze: bool) -> None:
+    def load_reference(self, curve: Curve, config: StreamConfig | None, freeze: bool) -> Curve:
         """Install an exported curve: it calibrates until the stream's own first fit
-        (or for good when frozen: reproducible evaluation)."""
+        (or for good when frozen: reproducible evaluation).
+
+        The curve gets this stream's next version, whatever version it had where it was
+        exported: a version names one curve of one group, and versions only increase."""
         with self._lock:
             if config is not None and config != self._config:
                 self._config = config
                 self._window = RollingWindow(config.window)
+            self._version += 1
+            curve = curve.with_version(self._version)
             self._reference = curve
             self._curve = None
             self._previous = None
-            self._version = max(self._version, curve.version)
             self._frozen = freeze
             self._since_fit = 0
             self._epoch += 1
             self.dirty = True
+            return curve
 
     # ---- state (export, snapshots) ----------------------------------------------------------
 
@@ -237,21 +256,35 @@ class CalibrationStream:
                 "curve": self._curve.to_dict() if self._curve else None,
                 "reference": self._reference.to_dict() if self._reference else None,
                 "observed_total": self._window.total,
+                "last_used_at": self.last_used_at,
             }
             arrays = self._window.arrays() if include_window else (np.zeros((0, 3)), np.zeros(0))
             if include_window:
                 self.dirty = False  # a snapshot now holds everything
             return meta, arrays
 
-    def restore_state(self, meta: Mapping[str, Any], features: Array, raw: Array) -> None:
+    def restore_state(self, state: StreamStateModel, features: Array, raw: Array) -> None:
+        """Load a validated snapshot (see :class:`StreamStateModel`)."""
+        if (
+            features.ndim != 2
+            or raw.ndim != 1
+            or features.shape != (raw.shape[0], len(FEATURE_NAMES))
+        ):
+            raise ValueError(f"window arrays have shapes {features.shape} and {raw.shape}")
+        finite = np.isfinite(raw) & np.all(np.isfinite(features), axis=1)
+        features, raw = features[finite], raw[finite]
+        curve = Curve.from_model(state.curve) if state.curve else None
+        reference = Curve.from_model(state.reference) if state.reference else None
         with self._lock:
-            self._config = StreamConfig.model_validate(meta["config"])
+            self._config = state.config
             self._window = RollingWindow(self._config.window)
-            self._window.load(features, raw, int(meta.get("observed_total", len(raw))))
-            self._curve = Curve.from_dict(meta["curve"]) if meta.get("curve") else None
-            self._reference = Curve.from_dict(meta["reference"]) if meta.get("reference") else None
-            self._version = int(meta.get("version", 0))
-            self._frozen = bool(meta.get("frozen", False))
+            self._window.load(features, raw, state.observed_total)
+            self._curve = curve
+            self._reference = reference
+            self._version = state.version
+            self._frozen = state.frozen
             self._since_fit = 0
             self._last_fit_at = time.monotonic()
+            if state.last_used_at is not None:
+                self.last_used_at = state.last_used_at
             self.dirty = False

@@ -15,8 +15,9 @@ class RollingWindow:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._features = np.zeros((capacity, len(FEATURE_NAMES)), dtype=np.float64)
-        self._raw = np.zeros(capacity, dtype=np.float64)
+        # Allocated on first use: a stream that was reset (or never observed) costs nothing.
+        self._features = np.zeros((0, len(FEATURE_NAMES)), dtype=np.float64)
+        self._raw = np.zeros(0, dtype=np.float64)
         self._next = 0
         self._size = 0
         self.total = 0  # observations ever added
@@ -29,6 +30,7 @@ class RollingWindow:
         n = raw.shape[0]
         if n == 0:
             return
+        self._allocate()
         self.total += n
         if n >= self.capacity:
             features, raw = features[-self.capacity :], raw[-self.capacity :]
@@ -45,6 +47,11 @@ class RollingWindow:
             self._raw[: n - first] = raw[first:]
         self._next = end % self.capacity
         self._size = min(self.capacity, self._size + n)
+
+    def _allocate(self) -> None:
+        if self._raw.shape[0] != self.capacity:
+            self._features = np.zeros((self.capacity, len(FEATURE_NAMES)), dtype=np.float64)
+            self._raw = np.zeros(self.capacity, dtype=np.float64)
 
     def arrays(self) -> tuple[Array, Array]:
         """Copies of the rows, oldest first."""

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.calibration.config import StreamConfig
+from service.calibration.models import CurveModel
 
 EXPORT_FORMAT = "rewardcal-calibration/1"
 
@@ -21,9 +20,28 @@ class StreamSummary(BaseModel):
     window_samples: int
 
 
+class UnservedStream(BaseModel):
+    model: str
+    group: str
+    snapshot: str = Field(description="Snapshot file under state_dir/calibration.")
+
+
 class StreamList(BaseModel):
     object: str = "list"
     data: list[StreamSummary]
+    active_groups: int = Field(description="Groups holding state (count against the limit).")
+    max_groups: int = Field(description="calibration_max_groups.")
+    unserved: list[UnservedStream] = Field(
+        default_factory=list,
+        description="Snapshots of models this server does not serve: not loaded, not "
+        "counted; delete them with DELETE /v1/calibration/{group}?model=...",
+    )
+
+
+class DeletedStream(BaseModel):
+    model: str
+    group: str
+    deleted: bool = True
 
 
 class CurvePoints(BaseModel):
@@ -58,7 +76,7 @@ class CalibrationExport(BaseModel):
     version: int | None = None
     frozen: bool = False
     config: StreamConfig | None = None
-    curve: dict[str, Any] | None = Field(description="The curve, as export wrote it.")
+    curve: CurveModel | None = Field(description="The curve, as export wrote it.")
 
 
 class CalibrationImport(CalibrationExport):

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+INVALID_UNICODE = "invalid_unicode"
+
+
+def _valid_unicode(value: str) -> str:
+    # JSON's \uD83D escapes decode to lone surrogates, which no tokenizer can encode: refuse
+    # them here (400) instead of failing inside a batch shared with other clients.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PydanticCustomError(
+            INVALID_UNICODE,
+            "text is not valid Unicode (lone surrogate at character {position})",
+            {"position": exc.start},
+        ) from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+"""A string that is valid Unicode (encodable as UTF-8); every client text uses it."""
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str
+    content: Text
 
 
 class CalibrationInfo(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.schemas.common import CalibrationInfo, CalibrationOptions, ChatMessage, Usage
+from service.schemas.common import CalibrationInfo, CalibrationOptions, ChatMessage, Text, Usage
 
 
 class RewardItem(BaseModel):
@@ -12,8 +12,8 @@ class RewardItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str | None = None
-    response: str | None = None
+    prompt: Text | None = None
+    response: Text | None = None
     messages: list[ChatMessage] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
@@ -74,9 +74,9 @@ class RewardsResponse(BaseModel):
 class ComparePair(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str
-    chosen: str
-    rejected: str
+    prompt: Text
+    chosen: Text
+    rejected: Text
 
 
 class CompareRequest(CalibrationOptions):

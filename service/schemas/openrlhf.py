@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from service.schemas.common import Text
+
 
 class GetRewardRequest(BaseModel):
     model_config = ConfigDict(
@@ -25,11 +27,11 @@ class GetRewardRequest(BaseModel):
         },
     )
 
-    query: list[str] = Field(
+    query: list[Text] = Field(
         min_length=1,
         description="Full templated texts (prompt + response), as OpenRLHF sends them.",
     )
-    prompts: list[str | None] | None = Field(
+    prompts: list[Text | None] | None = Field(
         default=None,
         description="The templated prompt of each query; the response (whose length is "
         "the bias feature) is query[len(prompt):] when the query starts with it.",

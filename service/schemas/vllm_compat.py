@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.schemas.common import CalibrationInfo, ChatMessage
+from service.schemas.common import CalibrationInfo, ChatMessage, Text
 
-InputType = str | list[str] | list[int] | list[list[int]]
+InputType = Text | list[Text] | list[int] | list[list[int]]
+
+MAX_TOKEN_ID = 2**31 - 1
 
 
 class ClassifyRequest(BaseModel):
@@ -46,6 +50,11 @@ class ClassifyRequest(BaseModel):
             raise ValueError("give exactly one of input or messages")
         if isinstance(self.input, list) and len(self.input) == 0:
             raise ValueError("input is empty")
+        if isinstance(self.input, list) and not isinstance(self.input[0], str):
+            rows = self.input if isinstance(self.input[0], list) else [self.input]
+            for ids in cast(list[list[int]], rows):
+                if ids and (min(ids) < 0 or max(ids) > MAX_TOKEN_ID):
+                    raise ValueError(f"token ids must lie in [0, {MAX_TOKEN_ID}]")
         return self
 
     @property

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Query, Response
 
-from service.api.deps import RuntimeDep
+from service.api.deps import AdminOnly, RuntimeDep
 from service.calibration import CalibrationStream, Curve, validate_group
 from service.calibration.config import feature_index
 from service.calibration.curve import slope_per_1k, spearman
+from service.calibration.models import CurveModel
 from service.calibration.plot import render_png
 from service.errors import ErrorType, ServiceError, error_responses
 from service.runtime import Runtime
@@ -20,9 +20,11 @@ from service.schemas.calibration import (
     CalibrationExport,
     CalibrationImport,
     CurvePoints,
+    DeletedStream,
     StreamDetail,
     StreamList,
     StreamSummary,
+    UnservedStream,
 )
 
 router = APIRouter(prefix="/v1/calibration", tags=["calibration"])
@@ -31,12 +33,15 @@ ModelQuery = Annotated[
     str | None, Query(description="Model id (default: the served model).", max_length=256)
 ]
 OPS_ERRORS = error_responses(400, 401, 404, 422)
+ADMIN_ERRORS = error_responses(400, 401, 403, 404, 422)
 
 
 def _stream(runtime: Runtime, group: str, model: str | None, *, create: bool) -> CalibrationStream:
     if model is not None and model != runtime.model_id:
         raise ServiceError(ErrorType.NOT_FOUND, f"model {model!r} is not served here")
-    return runtime.calibration.stream(runtime.model_id, validate_group(group), create=create)
+    stream = runtime.calibration.stream(runtime.model_id, validate_group(group), create=create)
+    stream.touch()
+    return stream
 
 
 def _summary(stream: CalibrationStream) -> StreamSummary:
@@ -93,8 +98,18 @@ def _detail(stream: CalibrationStream) -> StreamDetail:
 
 @router.get("", response_model=StreamList, responses=error_responses(401))
 async def list_streams(runtime: RuntimeDep) -> StreamList:
-    """Every calibration stream of this server."""
-    return StreamList(data=[_summary(s) for s in runtime.calibration.streams()])
+    """Every calibration stream of this server, and the snapshots of models it does not
+    serve (not loaded; delete them with ``DELETE /v1/calibration/{group}?model=...``)."""
+    engine = runtime.calibration
+    return StreamList(
+        data=[_summary(s) for s in engine.streams()],
+        active_groups=engine.active_groups,
+        max_groups=engine.max_groups,
+        unserved=[
+            UnservedStream(model=model, group=group, snapshot=source)
+            for (model, group), source in sorted(engine.unserved.items())
+        ],
+    )
 
 
 @router.get("/{group}", response_model=StreamDetail, responses=OPS_ERRORS)
@@ -105,7 +120,12 @@ async def get_stream(group: str, runtime: RuntimeDep, model: ModelQuery = None) 
     return await asyncio.to_thread(_detail, stream)
 
 
-@router.post("/{group}/freeze", response_model=StreamSummary, responses=OPS_ERRORS)
+@router.post(
+    "/{group}/freeze",
+    response_model=StreamSummary,
+    responses=ADMIN_ERRORS,
+    dependencies=AdminOnly,
+)
 async def freeze(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> StreamSummary:
     """Stop refitting: the current curve calibrates every request (reproducible evaluation)."""
     stream = _stream(runtime, group, model, create=True)
@@ -113,14 +133,24 @@ async def freeze(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> S
     return _summary(stream)
 
 
-@router.post("/{group}/unfreeze", response_model=StreamSummary, responses=OPS_ERRORS)
+@router.post(
+    "/{group}/unfreeze",
+    response_model=StreamSummary,
+    responses=ADMIN_ERRORS,
+    dependencies=AdminOnly,
+)
 async def unfreeze(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> StreamSummary:
     stream = _stream(runtime, group, model, create=False)
     stream.unfreeze()
     return _summary(stream)
 
 
-@router.post("/{group}/reset", response_model=StreamSummary, responses=OPS_ERRORS)
+@router.post(
+    "/{group}/reset",
+    response_model=StreamSummary,
+    responses=ADMIN_ERRORS,
+    dependencies=AdminOnly,
+)
 async def reset(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> StreamSummary:
     """Forget the window and fitted curves (a new training run in the same group)."""
     stream = _stream(runtime, group, model, create=False)
@@ -128,7 +158,12 @@ async def reset(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> St
     return _summary(stream)
 
 
-@router.post("/{group}/refit", response_model=StreamSummary, responses=OPS_ERRORS)
+@router.post(
+    "/{group}/refit",
+    response_model=StreamSummary,
+    responses=ADMIN_ERRORS,
+    dependencies=AdminOnly,
+)
 async def refit(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> StreamSummary:
     """Refit now instead of waiting for the next scheduled refit (needs min_samples)."""
     stream = _stream(runtime, group, model, create=False)
@@ -156,33 +191,58 @@ async def export(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> C
         version=view.version,
         frozen=stream.frozen,
         config=stream.config,
-        curve=view.curve.to_dict() if view.curve is not None else None,
+        curve=CurveModel.model_validate(view.curve.to_dict()) if view.curve is not None else None,
     )
 
 
 @router.put(
     "/{group}/import",
     response_model=StreamSummary,
-    responses=error_responses(400, 401, 404, 413, 422),
+    responses=error_responses(400, 401, 403, 404, 413, 422),
+    dependencies=AdminOnly,
 )
 async def import_curve(
     group: str, body: CalibrationImport, runtime: RuntimeDep, model: ModelQuery = None
 ) -> StreamSummary:
-    """Load an exported curve as this stream's reference curve (optionally frozen)."""
+    """Load an exported curve as this stream's reference curve (optionally frozen).
+
+    The curve is validated as a whole (finite values, std > 0, clip > 0, alpha in
+    [0, 10], sorted points, at most 131,072 per estimator) and gets the group's next
+    version: the version in the body is not reused, so versions only ever increase."""
     if body.format != EXPORT_FORMAT:
         raise ServiceError(ErrorType.VALIDATION, f"format must be {EXPORT_FORMAT!r}")
     if body.curve is None:
         raise ServiceError(ErrorType.VALIDATION, "curve is missing (export a fitted stream)")
-    try:
-        curve = Curve.from_dict(body.curve)
-        probe = np.zeros((1, 3))
-        curve.apply_arrays(probe, np.zeros(1))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ServiceError(ErrorType.VALIDATION, f"curve is not valid: {exc}") from None
+    if body.config is not None and body.config.method != body.curve.method:
+        raise ServiceError(
+            ErrorType.VALIDATION,
+            f"config.method {body.config.method!r} does not match the curve's "
+            f"{body.curve.method!r}",
+        )
+    curve = Curve.from_model(body.curve)
     stream = _stream(runtime, group, model, create=True)
     freeze_it = body.freeze if body.freeze is not None else body.frozen
     stream.load_reference(curve, body.config, freeze_it)
     return _summary(stream)
+
+
+@router.delete(
+    "/{group}",
+    response_model=DeletedStream,
+    responses=error_responses(400, 401, 403, 404, 422),
+    dependencies=AdminOnly,
+)
+async def delete_stream(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> DeletedStream:
+    """Delete a group: its window, curves, snapshot and metric series; its slot is free.
+    ``model`` may name a model this server does not serve, to delete the snapshots listed
+    under ``unserved``. A later scoring call with the name starts a new group (version 1)."""
+    name = validate_group(group)
+    owner = model or runtime.model_id
+    if not await asyncio.to_thread(runtime.calibration.delete, owner, name):
+        raise ServiceError(
+            ErrorType.NOT_FOUND, f"no calibration stream {name!r} for model {owner!r}"
+        )
+    return DeletedStream(model=owner, group=name)
 
 
 @router.get(

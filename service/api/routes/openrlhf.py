@@ -34,13 +34,17 @@ async def get_reward(
     """``query`` holds templated prompt+response texts, scored as they are. The response part
     (measured for calibration) is ``query[len(prompt):]`` when ``prompts`` are given and the
     query starts with its prompt, else the whole query. ``rewards`` and ``scores`` are
-    calibrated; ``extra_logs`` carries the raw reward and the response length."""
+    calibrated; ``extra_logs`` carries the raw reward and the response length, and
+    ``prompt_matched`` (1 when the query starts with its prompt, 0 when it does not and the
+    whole query was measured: a client whose prompts and queries disagree). ``prompts`` or
+    ``labels`` of another length than ``query`` are refused (422)."""
     runtime.scoring.check_count(len(body.query), what="queries")
-    if body.prompts is not None and len(body.prompts) != len(body.query):
-        raise ServiceError(
-            ErrorType.VALIDATION,
-            f"prompts has {len(body.prompts)} entries for {len(body.query)} queries",
-        )
+    for name, values in (("prompts", body.prompts), ("labels", body.labels)):
+        if values is not None and len(values) != len(body.query):
+            raise ServiceError(
+                ErrorType.VALIDATION,
+                f"{name} has {len(values)} entries for {len(body.query)} queries",
+            )
     prompts: list[str | None] = list(body.prompts) if body.prompts else [None] * len(body.query)
     inputs = [
         ScoreInput(text=query, response=response_part(query, prompt))
@@ -63,5 +67,9 @@ async def get_reward(
             "response_chars": [it.features["chars"] for it in result.items],
             "response_tokens": [it.features["tokens"] for it in result.items],
             "calibration_version": [version] * len(result.items),
+            "prompt_matched": [
+                float(prompt is not None and query.startswith(prompt))
+                for query, prompt in zip(body.query, prompts, strict=True)
+            ],
         },
     )
