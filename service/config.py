@@ -261,6 +261,27 @@ class Settings(BaseSettings):
         description="A group that no request or operator used for this long is deleted "
         "(window, curve and snapshot), freeing its slot. 0 = never.",
     )
+    calibration_store: str = Field(
+        default="memory",
+        description="memory: streams live in this process, snapshots in state_dir (one "
+        "worker). redis://host:port/db or rediss://...: one calibration shared by every "
+        "worker and replica (docs/scale-out.md).",
+    )
+    calibration_store_password: SecretStr | None = Field(
+        default=None, description="Redis password (or put it in the URL)."
+    )
+    calibration_store_stale_after_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Shared store: responses say status stale when the store has not "
+        "answered for this long (the last curve still applies).",
+    )
+    calibration_lock_ttl_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Shared store: refit lock TTL, renewed while fitting; a dead holder is "
+        "replaced after at most this long.",
+    )
     snapshot_interval_s: float = Field(
         default=30.0, gt=0, description="How often changed streams are written to state_dir."
     )
@@ -283,6 +304,15 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
+
+    @field_validator("calibration_store", mode="after")
+    @classmethod
+    def _check_store(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("redis://", "rediss://")):
+            raise ValueError(
+                f"calibration_store must be memory, redis://... or rediss://..., got {value!r}"
+            )
+        return value
 
     @field_validator("remote_url", mode="after")
     @classmethod
@@ -322,10 +352,10 @@ class Settings(BaseSettings):
                 f"({self.max_input_tokens}): accepted inputs would not fit the engine; lower "
                 "max_input_tokens too"
             )
-        if self.workers > 1:
+        if self.workers > 1 and not self.shared_store:
             raise ValueError(
-                "workers > 1 is not supported: calibration streams and the batching queue "
-                "live in one process; run one process per GPU behind a load balancer"
+                "workers > 1 needs a shared calibration store (calibration_store "
+                "redis://...): with the memory store each worker would fit its own curve"
             )
         if not self.calibration_features:
             raise ValueError("calibration_features must name at least one feature")
@@ -335,6 +365,10 @@ class Settings(BaseSettings):
                 f"calibration_window ({self.calibration_window})"
             )
         return self
+
+    @property
+    def shared_store(self) -> bool:
+        return self.calibration_store != "memory"
 
     @property
     def keys_required(self) -> bool:

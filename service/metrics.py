@@ -205,6 +205,22 @@ class CalibrationMetrics:
             ["kind"],
             registry=registry,
         )
+        self.store_up = Gauge(
+            f"{PREFIX}_calibration_store_up",
+            "1 while the calibration store answers (always 1 for the memory store)",
+            registry=registry,
+        )
+        self.store_buffered = Gauge(
+            f"{PREFIX}_calibration_store_buffered",
+            "Observations waiting in this process for the shared store",
+            registry=registry,
+        )
+        self.store_dropped = Counter(
+            f"{PREFIX}_calibration_store_dropped_observations",
+            "Observations dropped from a full buffer while the shared store was unreachable",
+            registry=registry,
+        )
+        self.store_up.set(1)
         self.refit_duration = Histogram(
             f"{PREFIX}_refit_duration_seconds",
             "Time to refit a calibration curve",
@@ -240,6 +256,14 @@ class CalibrationMetrics:
             self.slope.labels(model=model, group=group).set(stats.slope_per_1k)
         if drift is not None:
             self.drift.labels(model=model, group=group).set(drift)
+
+    def store(self, up: bool, buffered: int, dropped_total: int) -> None:
+        self.store_up.set(1 if up else 0)
+        self.store_buffered.set(buffered)
+        # Counters only go up: add what was dropped since the last report.
+        seen = self.store_dropped._value.get()  # noqa: SLF001 - the counter's own total
+        if dropped_total > seen:
+            self.store_dropped.inc(dropped_total - seen)
 
     def groups(self, active: int, limit: int) -> None:
         self.groups_gauge.labels(kind="active").set(active)

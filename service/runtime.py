@@ -19,6 +19,36 @@ from service.scoring import ScoringService
 logger = logging.getLogger(__name__)
 
 
+def create_calibration(
+    settings: Settings, model_id: str, metrics: CalibrationMetrics
+) -> CalibrationEngine:
+    """The calibration engine of the configured store (routes and scoring see one face)."""
+    if settings.shared_store:
+        from service.calibration.redis_store import RedisCalibrationEngine
+
+        password = settings.calibration_store_password
+        return RedisCalibrationEngine(
+            settings.stream_defaults(),
+            settings.calibration_store,
+            password=password.get_secret_value() if password is not None else None,
+            max_groups=settings.calibration_max_groups,
+            metrics=metrics,
+            idle_ttl_s=settings.calibration_idle_ttl_s,
+            lock_ttl_s=settings.calibration_lock_ttl_s,
+            stale_after_s=settings.calibration_store_stale_after_s,
+            served_models=[model_id],
+        )
+    return CalibrationEngine(
+        settings.stream_defaults(),
+        max_groups=settings.calibration_max_groups,
+        store=LocalSnapshotStore(settings.state_dir),
+        metrics=metrics,
+        snapshot_interval_s=settings.snapshot_interval_s,
+        idle_ttl_s=settings.calibration_idle_ttl_s,
+        served_models=[model_id],
+    )
+
+
 class Runtime:
     def __init__(
         self,
@@ -46,15 +76,7 @@ class Runtime:
             self.metrics,
         )
         self.calibration_metrics = CalibrationMetrics(self.registry)
-        self.calibration = CalibrationEngine(
-            settings.stream_defaults(),
-            max_groups=settings.calibration_max_groups,
-            store=LocalSnapshotStore(settings.state_dir),
-            metrics=self.calibration_metrics,
-            snapshot_interval_s=settings.snapshot_interval_s,
-            idle_ttl_s=settings.calibration_idle_ttl_s,
-            served_models=[self.model_id],
-        )
+        self.calibration = create_calibration(settings, self.model_id, self.calibration_metrics)
         self.scoring = ScoringService(
             model_id=self.model_id,
             backend=self.backend,

@@ -127,6 +127,8 @@ class ScoringService:
         self.check_count(len(inputs))
         # Only observed traffic creates a stream; evaluation traffic (observe: false) on an
         # unknown group is scored without calibration and says so in its status.
+        if observe:
+            await self._calibration.ensure(self.model_id, group)
         curve = self._calibration.current(self.model_id, group, create=observe)
         limit = (
             self.max_input_tokens if max_tokens is None else min(max_tokens, self.max_input_tokens)

@@ -21,6 +21,7 @@ from service.calibration.curve import Curve, curve_drift, fit_curve
 from service.calibration.models import GROUP_PATTERN, StreamStateModel
 from service.calibration.persistence import SnapshotStore, StreamSnapshot
 from service.calibration.stream import CalibrationStatus, CalibrationStream, CurveView
+from service.calibration.window import Array
 from service.errors import ErrorType, ServiceError
 from service.metrics import CalibrationMetrics
 
@@ -184,6 +185,60 @@ class CalibrationEngine:
         if self._metrics is not None:
             self._metrics.groups(self.active_groups, self.max_groups)
 
+    # ---- operator API (what routes call; the shared store implements the same) ----------
+
+    async def ensure(self, model: str, group: str) -> None:
+        """Before observed scoring: the group exists or is created (400 at the limit)."""
+        self.stream(model, group)
+
+    async def get(self, model: str, group: str) -> CalibrationStream:
+        """An existing stream (404 otherwise), marked as used."""
+        stream = self.stream(model, group, create=False)
+        stream.touch()
+        return stream
+
+    async def freeze(self, model: str, group: str) -> CalibrationStream:
+        stream = self.stream(model, group)  # freezing a new name pins it to raw rewards
+        stream.touch()
+        stream.freeze()
+        return stream
+
+    async def unfreeze(self, model: str, group: str) -> CalibrationStream:
+        stream = await self.get(model, group)
+        stream.unfreeze()
+        return stream
+
+    async def reset(self, model: str, group: str) -> CalibrationStream:
+        stream = await self.get(model, group)
+        stream.reset()
+        self._report_groups()
+        return stream
+
+    async def refit(self, model: str, group: str) -> CalibrationStream:
+        stream = await self.get(model, group)
+        check_refit(stream.frozen, stream.window_samples, stream.config)
+        await asyncio.to_thread(self.fit_now, stream)
+        return stream
+
+    async def import_curve(
+        self, model: str, group: str, curve: Curve, config: StreamConfig | None, freeze: bool
+    ) -> CalibrationStream:
+        stream = self.stream(model, group)
+        stream.touch()
+        stream.load_reference(curve, config, freeze)
+        self._report_groups()
+        return stream
+
+    async def remove(self, model: str, group: str) -> bool:
+        return await asyncio.to_thread(self.delete, model, group)
+
+    async def window(self, model: str, group: str) -> tuple[Array, Array]:
+        return (await self.get(model, group)).window_arrays()
+
+    @property
+    def store_name(self) -> str:
+        return "memory"
+
     # ---- fitting ---------------------------------------------------------------------------
 
     def fit_now(self, stream: CalibrationStream) -> Curve | None:
@@ -333,6 +388,16 @@ class CalibrationEngine:
                     await asyncio.to_thread(self.snapshot)
             except Exception:  # noqa: BLE001 - the background task must survive anything
                 logger.exception("calibration background step failed")
+
+
+def check_refit(frozen: bool, samples: int, config: StreamConfig) -> None:
+    if frozen:
+        raise ServiceError(ErrorType.INVALID_REQUEST, "the stream is frozen; unfreeze it first")
+    if samples < config.min_samples:
+        raise ServiceError(
+            ErrorType.INVALID_REQUEST,
+            f"{samples} samples in the window; a fit needs {config.min_samples}",
+        )
 
 
 def _fmt(value: float | None) -> str:

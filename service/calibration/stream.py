@@ -30,6 +30,7 @@ class CalibrationStatus(enum.StrEnum):
     CALIBRATED = "calibrated"
     FROZEN = "frozen"  # no refits; the frozen curve (or raw) is applied
     UNKNOWN_GROUP = "unknown_group"  # observe: false on a group that does not exist: raw
+    STALE = "stale"  # the shared store is unreachable: the last known curve still applies
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,10 @@ class CalibrationStream:
         self.fit_lock = threading.Lock()
         self.dirty = False  # changed since the last snapshot
         self.last_used_at = time.time()  # wall clock: idle eviction survives restarts
+        # With a shared store the window lives there; these mirror its size.
+        self._shared_samples: int | None = None
+        self._shared_observed = 0
+        self.shared_meta: dict[str, str] = {}
 
     # ---- request path --------------------------------------------------------------------
 
@@ -111,7 +116,13 @@ class CalibrationStream:
         """Whether the stream holds anything (counts against the group limit): a reset
         stream without a reference is an empty name that only keeps its version counter."""
         with self._lock:
-            return bool(len(self._window) or self._curve or self._reference or self._frozen)
+            return bool(
+                len(self._window)
+                or self._shared_samples
+                or self._curve
+                or self._reference
+                or self._frozen
+            )
 
     def observe(self, features: Sequence[Mapping[str, float]], raw: Sequence[float]) -> None:
         matrix = features_matrix(features)
@@ -183,12 +194,44 @@ class CalibrationStream:
     @property
     def window_samples(self) -> int:
         with self._lock:
+            if self._shared_samples is not None:
+                return self._shared_samples
             return len(self._window)
 
     @property
     def observed_total(self) -> int:
         with self._lock:
+            if self._shared_samples is not None:
+                return self._shared_observed
             return self._window.total
+
+    @property
+    def current_curve(self) -> Curve | None:
+        with self._lock:
+            return self._curve
+
+    def apply_shared(
+        self,
+        *,
+        config: StreamConfig,
+        frozen: bool,
+        curve: Curve | None,
+        reference: Curve | None,
+        window_samples: int,
+        observed_total: int,
+    ) -> bool:
+        """Mirror a stream whose state lives in a shared store; True if its curve changed."""
+        with self._lock:
+            changed = curve is not self._curve
+            if changed and self._curve is not None:
+                self._previous = self._curve
+            self._config = config
+            self._frozen = frozen
+            self._curve = curve
+            self._reference = reference
+            self._shared_samples = window_samples
+            self._shared_observed = observed_total
+            return changed
 
     @property
     def frozen(self) -> bool:

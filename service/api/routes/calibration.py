@@ -13,6 +13,7 @@ from service.calibration.config import feature_index
 from service.calibration.curve import slope_per_1k, spearman
 from service.calibration.models import CurveModel
 from service.calibration.plot import render_png
+from service.calibration.window import Array
 from service.errors import ErrorType, ServiceError, error_responses
 from service.runtime import Runtime
 from service.schemas.calibration import (
@@ -36,12 +37,10 @@ OPS_ERRORS = error_responses(400, 401, 404, 422)
 ADMIN_ERRORS = error_responses(400, 401, 403, 404, 422)
 
 
-def _stream(runtime: Runtime, group: str, model: str | None, *, create: bool) -> CalibrationStream:
+def _key(runtime: Runtime, group: str, model: str | None) -> tuple[str, str]:
     if model is not None and model != runtime.model_id:
         raise ServiceError(ErrorType.NOT_FOUND, f"model {model!r} is not served here")
-    stream = runtime.calibration.stream(runtime.model_id, validate_group(group), create=create)
-    stream.touch()
-    return stream
+    return runtime.model_id, validate_group(group)
 
 
 def _summary(stream: CalibrationStream) -> StreamSummary:
@@ -57,10 +56,9 @@ def _summary(stream: CalibrationStream) -> StreamSummary:
     )
 
 
-def _detail(stream: CalibrationStream) -> StreamDetail:
+def _detail(stream: CalibrationStream, features: Array, raw: Array) -> StreamDetail:
     summary = _summary(stream)
     view = stream.view()
-    features, raw = stream.window_arrays()
     config = stream.config
     first = features[:, feature_index(config.features[0].feature)] if raw.size else raw
     rho_raw = spearman(first, raw) if raw.size else None
@@ -116,8 +114,10 @@ async def list_streams(runtime: RuntimeDep) -> StreamList:
 async def get_stream(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> StreamDetail:
     """Config, window size, curve version and status, curve points, and the length-reward
     Spearman correlation over the window, raw and calibrated."""
-    stream = _stream(runtime, group, model, create=False)
-    return await asyncio.to_thread(_detail, stream)
+    key = _key(runtime, group, model)
+    stream = await runtime.calibration.get(*key)
+    features, raw = await runtime.calibration.window(*key)
+    return await asyncio.to_thread(_detail, stream, features, raw)
 
 
 @router.post(
@@ -128,9 +128,7 @@ async def get_stream(group: str, runtime: RuntimeDep, model: ModelQuery = None) 
 )
 async def freeze(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> StreamSummary:
     """Stop refitting: the current curve calibrates every request (reproducible evaluation)."""
-    stream = _stream(runtime, group, model, create=True)
-    stream.freeze()
-    return _summary(stream)
+    return _summary(await runtime.calibration.freeze(*_key(runtime, group, model)))
 
 
 @router.post(
@@ -140,9 +138,7 @@ async def freeze(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> S
     dependencies=AdminOnly,
 )
 async def unfreeze(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> StreamSummary:
-    stream = _stream(runtime, group, model, create=False)
-    stream.unfreeze()
-    return _summary(stream)
+    return _summary(await runtime.calibration.unfreeze(*_key(runtime, group, model)))
 
 
 @router.post(
@@ -152,10 +148,9 @@ async def unfreeze(group: str, runtime: RuntimeDep, model: ModelQuery = None) ->
     dependencies=AdminOnly,
 )
 async def reset(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> StreamSummary:
-    """Forget the window and fitted curves (a new training run in the same group)."""
-    stream = _stream(runtime, group, model, create=False)
-    stream.reset()
-    return _summary(stream)
+    """Forget the window and fitted curves (a new training run in the same group); the
+    group's slot is free until it is observed again (a reference curve, if any, stays)."""
+    return _summary(await runtime.calibration.reset(*_key(runtime, group, model)))
 
 
 @router.post(
@@ -166,23 +161,13 @@ async def reset(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> St
 )
 async def refit(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> StreamSummary:
     """Refit now instead of waiting for the next scheduled refit (needs min_samples)."""
-    stream = _stream(runtime, group, model, create=False)
-    if stream.frozen:
-        raise ServiceError(ErrorType.INVALID_REQUEST, "the stream is frozen; unfreeze it first")
-    if stream.window_samples < stream.config.min_samples:
-        raise ServiceError(
-            ErrorType.INVALID_REQUEST,
-            f"{stream.window_samples} samples in the window; a fit needs "
-            f"{stream.config.min_samples}",
-        )
-    await asyncio.to_thread(runtime.calibration.fit_now, stream)
-    return _summary(stream)
+    return _summary(await runtime.calibration.refit(*_key(runtime, group, model)))
 
 
 @router.get("/{group}/export", response_model=CalibrationExport, responses=OPS_ERRORS)
 async def export(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> CalibrationExport:
     """The current curve and config, ready for PUT .../import on another server or group."""
-    stream = _stream(runtime, group, model, create=False)
+    stream = await runtime.calibration.get(*_key(runtime, group, model))
     view = stream.view()
     return CalibrationExport(
         format=EXPORT_FORMAT,
@@ -220,9 +205,10 @@ async def import_curve(
             f"{body.curve.method!r}",
         )
     curve = Curve.from_model(body.curve)
-    stream = _stream(runtime, group, model, create=True)
     freeze_it = body.freeze if body.freeze is not None else body.frozen
-    stream.load_reference(curve, body.config, freeze_it)
+    stream = await runtime.calibration.import_curve(
+        *_key(runtime, group, model), curve, body.config, freeze_it
+    )
     return _summary(stream)
 
 
@@ -238,7 +224,7 @@ async def delete_stream(group: str, runtime: RuntimeDep, model: ModelQuery = Non
     under ``unserved``. A later scoring call with the name starts a new group (version 1)."""
     name = validate_group(group)
     owner = model or runtime.model_id
-    if not await asyncio.to_thread(runtime.calibration.delete, owner, name):
+    if not await runtime.calibration.remove(owner, name):
         raise ServiceError(
             ErrorType.NOT_FOUND, f"no calibration stream {name!r} for model {owner!r}"
         )
@@ -252,8 +238,9 @@ async def delete_stream(group: str, runtime: RuntimeDep, model: ModelQuery = Non
 )
 async def plot(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> Response:
     """Reward vs response length over the window, raw and calibrated, with the curve."""
-    stream = _stream(runtime, group, model, create=False)
-    features, raw = stream.window_arrays()
+    key = _key(runtime, group, model)
+    stream = await runtime.calibration.get(*key)
+    features, raw = await runtime.calibration.window(*key)
     view = stream.view()
     title = f"{stream.model} / {stream.group}: {view.method} v{view.version} ({view.status})"
     png = await asyncio.to_thread(render_png, title, features, raw, view.curve)
