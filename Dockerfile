@@ -113,7 +113,8 @@ COPY kernels ./kernels
 RUN python3 -m pip install --no-cache-dir --no-deps . \
     && rewardcal --help > /dev/null
 # The GPU check runs from here (header): it imports the service from ./service.
-COPY scripts/gpu_check.sh scripts/gpu_check.py scripts/gpu_env.py ./scripts/
+COPY scripts/gpu_check.sh scripts/gpu_check.py scripts/gpu_env.py scripts/gpu_load.py \
+    ./scripts/
 
 RUN groupadd --system --gid 10001 rewardcal \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/rewardcal \

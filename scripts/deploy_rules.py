@@ -418,7 +418,7 @@ def check_dockerfile(files: DeployFiles) -> list[str]:
 
 def gpu_check_files(files: DeployFiles) -> list[str]:
     """The GPU check's wrapper, its script and the sibling modules the script imports."""
-    siblings = re.findall(r"^import (\w+)", files.gpu_check_text, re.M)
+    siblings = re.findall(r"^(?:import|from) (\w+)", files.gpu_check_text, re.M)
     local = [
         f"scripts/{name}.py"
         for name in siblings

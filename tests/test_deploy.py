@@ -229,9 +229,9 @@ BROKEN = {
     ),
     "gpu check left out of the image": (
         "dockerfile_text",
-        "COPY scripts/gpu_check.sh scripts/gpu_check.py scripts/gpu_env.py ./scripts/",
-        "COPY scripts/gpu_check.sh scripts/gpu_check.py ./scripts/",
-        "target gpu: scripts/gpu_env.py is not copied: the GPU check cannot run inside",
+        "scripts/gpu_env.py scripts/gpu_load.py \\\n",
+        "scripts/gpu_env.py \\\n",
+        "target gpu: scripts/gpu_load.py is not copied: the GPU check cannot run inside",
     ),
     "gpu docker run without shared memory": (
         "dockerfile_text",
