@@ -2,9 +2,16 @@
 #
 #   gpu (the default: last stage)  vLLM's CUDA image + this service. No weights inside: the
 #       reward model is mounted read-only at /models/rm, state is a volume at /var/lib/rewardcal.
+#       The host needs an NVIDIA driver >= 580 (vLLM 0.33's torch 2.14 is built with CUDA 13;
+#       docs/gpu.md). --ipc=host (or --shm-size=16g): vLLM's worker processes talk through
+#       shared memory, and Docker's default /dev/shm (64 MB) breaks tensor parallel > 1.
 #         docker build --target gpu -t rewardcal:gpu .
-#         docker run --gpus 1 -p 127.0.0.1:8000:8000 -v /path/to/rm:/models/rm:ro \
+#         docker run --gpus 1 --ipc=host -p 127.0.0.1:8000:8000 -v /path/to/rm:/models/rm:ro \
 #           -v rewardcal-state:/var/lib/rewardcal rewardcal:gpu
+#       The GPU check (scripts/gpu_check.sh, about 8 minutes, no weights or network needed):
+#         docker run --name rewardcal-gpu-check --gpus 1 --ipc=host \
+#           --entrypoint /opt/rewardcal/src/scripts/gpu_check.sh rewardcal:gpu
+#         docker cp rewardcal-gpu-check:/home/rewardcal/gpu-check . && docker rm rewardcal-gpu-check
 #   cpu  python slim + the CPU torch wheel, serving the embedded default model, which is built
 #       into the image (offline, from data in the package).
 #         docker build --target cpu -t rewardcal:cpu .
@@ -90,19 +97,24 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /opt/rewardcal/src
 COPY pyproject.toml README.md* deploy/docker/pyproject_deps.py ./
-# Only what the base lacks (statsmodels, pydantic-settings, ...), with every distribution
-# the base has held at its version (-c): nothing here can move vLLM's torch or numpy.
-RUN python3 pyproject_deps.py --missing pyproject.toml > /tmp/requirements.txt \
-    && python3 -m pip list --format=freeze > /tmp/base-constraints.txt \
+# Only what the base lacks (statsmodels, pydantic-settings, ...), with every other
+# distribution the base has held at its version (-c): nothing here can move vLLM's torch or
+# numpy. transformers is the exception (--pin): the image runs the version the tests run,
+# not the newer one vLLM's image ships (same requirements; inside vLLM 0.33's range).
+RUN python3 pyproject_deps.py --missing --pin transformers pyproject.toml > /tmp/requirements.txt \
+    && python3 pyproject_deps.py --constraints --pin transformers pyproject.toml \
+        > /tmp/base-constraints.txt \
     && python3 -m pip install --no-cache-dir -r /tmp/requirements.txt -c /tmp/base-constraints.txt \
     && rm /tmp/requirements.txt /tmp/base-constraints.txt
 
 COPY service ./service
 COPY kernels ./kernels
-# --no-deps: the dependencies are settled above. --ignore-requires-python: vLLM's image runs
-# Python 3.12 while pyproject says <3.12 (drop the flag once pyproject admits 3.12).
-RUN python3 -m pip install --no-cache-dir --no-deps --ignore-requires-python . \
+# --no-deps: the dependencies are settled above.
+RUN python3 -m pip install --no-cache-dir --no-deps . \
     && rewardcal --help > /dev/null
+# The GPU check runs from here (header): it imports the service from ./service.
+COPY scripts/gpu_check.sh scripts/gpu_check.py scripts/gpu_env.py scripts/gpu_load.py \
+    ./scripts/
 
 RUN groupadd --system --gid 10001 rewardcal \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/rewardcal \
@@ -112,7 +124,10 @@ RUN groupadd --system --gid 10001 rewardcal \
 
 # bfloat16: the usual dtype for a reward model on GPU (the settings default, float32, is for
 # CPU). HOME: vLLM, Triton and torch.compile keep their caches under ~/.cache.
+# VLLM_WORKER_MULTIPROC_METHOD=spawn: the engine process start the tests cover (vLLM forces
+# spawn on CPU; on GPU it would fork from a worker thread of the running server).
 ENV HOME=/home/rewardcal \
+    VLLM_WORKER_MULTIPROC_METHOD=spawn \
     REWARDCAL_BACKEND=vllm \
     REWARDCAL_DEVICE=cuda \
     REWARDCAL_DTYPE=bfloat16 \

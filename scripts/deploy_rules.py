@@ -49,6 +49,10 @@ MUST_IGNORE = (
     "bench/out/results.json",
     "models/rm/model.safetensors",
 )
+# The device check that must run inside the GPU image, and the docs with `docker run`.
+GPU_CHECK = "scripts/gpu_check.sh"
+GPU_CHECK_MAIN = "scripts/gpu_check.py"
+RUN_EXAMPLE_DOCS = ("README.md", "docs/gpu.md", "docs/deploy.md")
 PROMETHEUS_DEFAULT_CONFIG = "/etc/prometheus/prometheus.yml"
 GRAFANA_DEFAULT_PROVISIONING = "/etc/grafana/provisioning"
 
@@ -71,6 +75,8 @@ class DeployFiles:
     pyproject_text: str
     makefile_text: str
     settings_env: frozenset[str]
+    docs_texts: dict[str, str] = field(default_factory=dict)
+    gpu_check_text: str = ""
 
     @classmethod
     def load(cls, root: Path) -> DeployFiles:
@@ -97,6 +103,8 @@ class DeployFiles:
             pyproject_text=read("pyproject.toml"),
             makefile_text=read("Makefile"),
             settings_env=settings_env_names(root),
+            docs_texts={rel: read(rel) for rel in RUN_EXAMPLE_DOCS},
+            gpu_check_text=read(GPU_CHECK_MAIN),
         )
 
     def replace(self, **changes: Any) -> DeployFiles:
@@ -404,6 +412,66 @@ def check_dockerfile(files: DeployFiles) -> list[str]:
             if ins.keyword in ("COPY", "ADD"):
                 problems.extend(_check_copy(files, ins, at))
     problems.extend(_check_pins(files))
+    problems.extend(check_gpu_image(files))
+    return problems
+
+
+def gpu_check_files(files: DeployFiles) -> list[str]:
+    """The GPU check's wrapper, its script and the sibling modules the script imports."""
+    siblings = re.findall(r"^(?:import|from) (\w+)", files.gpu_check_text, re.M)
+    local = [
+        f"scripts/{name}.py"
+        for name in siblings
+        if (files.root / "scripts" / f"{name}.py").is_file()
+    ]
+    return [GPU_CHECK, GPU_CHECK_MAIN, *local]
+
+
+def check_gpu_image(files: DeployFiles) -> list[str]:
+    """A target on vLLM's image runs what the tests cover and carries the GPU check."""
+    problems: list[str] = []
+    for stage in files.stages:
+        if not stage.base.partition("@")[0].rpartition(":")[0].endswith("vllm/vllm-openai"):
+            continue
+        at = f"{DOCKERFILE}:{stage.line}: target {stage.label}"
+        env = files.effective(stage).env
+        if env.get("VLLM_WORKER_MULTIPROC_METHOD") != "spawn":
+            problems.append(
+                f"{at}: ENV VLLM_WORKER_MULTIPROC_METHOD=spawn, the engine start the tests "
+                "cover (vLLM would fork from a thread of the running server)"
+            )
+        for ins in stage.instructions:
+            if ins.keyword == "RUN" and "pyproject_deps.py" in ins.args:
+                for call in re.findall(r"pyproject_deps\.py[^&|;>]*", ins.args):
+                    if "--pin transformers" not in call:
+                        problems.append(
+                            f"{DOCKERFILE}:{ins.line}: `{call.strip()}` keeps the base image's "
+                            "transformers: pass --pin transformers (the version the tests run)"
+                        )
+        copied = set()
+        for ins in stage.instructions:
+            if ins.keyword == "COPY":
+                copied.update(copy_sources(ins.args)[0])
+        for needed in gpu_check_files(files):
+            if needed not in copied and needed.rsplit("/", 1)[0] not in copied:
+                problems.append(f"{at}: {needed} is not copied: the GPU check cannot run inside")
+    for rel, text in [(DOCKERFILE, files.dockerfile_text), *files.docs_texts.items()]:
+        problems.extend(_check_run_examples(rel, text))
+    return problems
+
+
+def _check_run_examples(rel: str, text: str) -> list[str]:
+    """`docker run --gpus` examples share memory the way vLLM's workers need."""
+    problems = []
+    joined = re.sub(r"\\\n\s*#?", " ", text)  # continuation lines, also in comments
+    for line in joined.splitlines():
+        if "docker run" in line and "--gpus" in line:
+            if "--ipc=host" not in line and "--shm-size" not in line:
+                command = line.strip().lstrip("#").strip()[:70]
+                problems.append(
+                    f"{rel}: `{command}...` needs --ipc=host or --shm-size (vLLM's workers "
+                    "share memory; Docker's 64 MB /dev/shm breaks tensor parallel > 1)"
+                )
     return problems
 
 

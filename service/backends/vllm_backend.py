@@ -14,9 +14,11 @@ models (last-token pooling) vLLM keeps prefix caching on: responses that share a
 (GRPO groups, best-of-n) compute the prompt once.
 
 vLLM is imported only when this backend starts (``import vllm`` alone takes 10-30 s), so the
-service runs without vLLM installed. The engine runs in child processes that vLLM starts
-with the ``spawn`` method (forced on CPU, and whenever CUDA is initialised): scripts that
-start this backend need the ``if __name__ == "__main__":`` guard.
+service runs without vLLM installed. The engine runs in child processes started with the
+``spawn`` method: vLLM forces it on CPU (where the tests run), and this backend asks for it
+everywhere else too (``VLLM_WORKER_MULTIPROC_METHOD``, unless set), as ``vllm serve`` does:
+vLLM's default elsewhere is ``fork``, here from a worker thread of a running web server.
+Scripts that start this backend need the ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -144,6 +147,8 @@ class VllmBackend(LocalTokenizerBackend):
         context = _context_length(config, tokenizer)
         max_model_len = self._max_model_len or min(self._requested_max_tokens, context)
 
+        # Before vLLM reads its environment; see the module docstring.
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         try:
             from vllm import PoolingParams
             from vllm.engine.arg_utils import AsyncEngineArgs
