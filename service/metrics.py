@@ -96,6 +96,11 @@ class ServingMetrics:
             "Inputs refused by admission control (503)",
             registry=registry,
         )
+        self.ready_gauge = Gauge(
+            f"{PREFIX}_ready",
+            "1 while /ready answers 200 (model loaded), else 0: alerts cannot probe /ready",
+            registry=registry,
+        )
 
     def queue_depth(self, depth: int) -> None:
         self.queue_depth_gauge.set(depth)
@@ -109,6 +114,9 @@ class ServingMetrics:
 
     def inference_time(self, seconds: float) -> None:
         self.inference_duration.observe(seconds)
+
+    def set_ready(self, ready: bool) -> None:
+        self.ready_gauge.set(1 if ready else 0)
 
     def rejected(self, count: int) -> None:
         self.rejected_total.inc(count)

@@ -106,10 +106,12 @@ class Runtime:
             raise BackendStartError(self.start_error) from exc
         await self.scheduler.start()
         self.ready.set()
+        self.metrics.set_ready(True)
         logger.info("model %s ready on backend %s", self.model_id, self.backend.name)
 
     async def stop(self) -> None:
         self.ready.clear()
+        self.metrics.set_ready(False)
         await self.scheduler.stop()
         await self.calibration.stop()  # writes the final snapshot
         self.scoring.close()
