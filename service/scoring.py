@@ -21,6 +21,7 @@ from service.errors import ErrorType, ServiceError
 from service.features import response_features
 from service.metrics import ServingMetrics
 from service.scheduler import Scheduler
+from service.templated import ResponseLocator
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class ScoredItem:
     bias: float
     features: dict[str, float]
     input_tokens: int
+    # Templated text without a given response: whether the chat template located the
+    # response (False: the whole text was measured). None for other inputs.
+    response_located: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class ScoreResult:
 class _Prepared:
     token_ids: list[list[int]]
     features: list[dict[str, float]]
+    located: list[bool | None]
 
 
 class ScoringService:
@@ -90,6 +95,7 @@ class ScoringService:
         self._tokenizer_thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="rewardcal-tokenize"
         )
+        self._locator: ResponseLocator | None = None  # built from the tokenizer on first use
 
     @property
     def max_input_tokens(self) -> int:
@@ -137,6 +143,9 @@ class ScoringService:
         )
         if self._metrics is not None:
             self._metrics.items(self.model_id, len(raw))
+            located = sum(1 for x in prepared.located if x is True)
+            fallback = sum(1 for x in prepared.located if x is False)
+            self._metrics.templated_responses(self.model_id, located, fallback)
         items = [
             ScoredItem(
                 index=i,
@@ -145,6 +154,7 @@ class ScoringService:
                 bias=biases[i],
                 features=prepared.features[i],
                 input_tokens=len(prepared.token_ids[i]),
+                response_located=prepared.located[i],
             )
             for i in range(len(raw))
         ]
@@ -152,12 +162,20 @@ class ScoringService:
 
     # ---- runs in the tokenizer thread ---------------------------------------------------
 
+    def _locate(self, tokenizer: Any, text: str) -> tuple[str, bool]:
+        if self._locator is None:
+            self._locator = ResponseLocator(tokenizer)
+        found = self._locator.locate(text)
+        return found.response, found.located
+
     def _prepare(self, inputs: list[ScoreInput], limit: int) -> _Prepared:
         tokenizer = self._backend.tokenizer
         side: formatting.TruncationSide = "right" if self._truncation == "right" else "left"
         texts: list[str | None] = []
         responses: list[str] = []
+        located: list[bool | None] = []
         for index, item in enumerate(inputs):
+            found: bool | None = None
             if item.messages is not None:
                 texts.append(_render(tokenizer, item.messages, index))
                 response = item.response
@@ -165,14 +183,21 @@ class ScoringService:
                     response = formatting.last_assistant_turn(item.messages)
             elif item.text is not None:
                 texts.append(item.text)
-                response = item.response if item.response is not None else item.text
+                response = item.response
+                if response is None:  # templated text: the template says where it is
+                    response, found = self._locate(tokenizer, item.text)
             else:
                 assert item.token_ids is not None
                 texts.append(None)
                 response = item.response
                 if response is None:
-                    response = tokenizer.decode(list(item.token_ids), skip_special_tokens=True)
+                    # Keep the special tokens: chat templates mark turns with them.
+                    decoded = tokenizer.decode(list(item.token_ids), skip_special_tokens=False)
+                    response, found = self._locate(tokenizer, decoded)
+                    if not found:
+                        response = tokenizer.decode(list(item.token_ids), skip_special_tokens=True)
             responses.append(response)
+            located.append(found)
 
         token_ids: list[list[int]] = []
         full_lengths: list[int] = []
@@ -207,7 +232,7 @@ class ScoringService:
             response_features(response, count)
             for response, count in zip(responses, response_token_counts, strict=True)
         ]
-        return _Prepared(token_ids=token_ids, features=features)
+        return _Prepared(token_ids=token_ids, features=features, located=located)
 
 
 def _render(tokenizer: Any, messages: Sequence[Mapping[str, str]], index: int) -> str:

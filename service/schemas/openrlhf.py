@@ -51,5 +51,7 @@ class GetRewardResponse(BaseModel):
     scores: list[float] = Field(description="Same as rewards (newer OpenRLHF reads `scores`).")
     extra_logs: dict[str, list[float]] = Field(
         description="Per-sample logs OpenRLHF records: raw_reward, bias, response_chars, "
-        "response_tokens, calibration_version."
+        "response_tokens, calibration_version, response_located (1: the response was "
+        "`query[len(prompt):]` or located with the chat template; 0: the template could not "
+        "locate it and the whole query was measured)."
     )

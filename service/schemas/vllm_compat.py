@@ -71,6 +71,12 @@ class ClassifyDatum(BaseModel):
     num_classes: int = 1
     raw_reward: float
     reward: float
+    response_located: bool | None = Field(
+        default=None,
+        description="Text input: true when the chat template located the response inside "
+        "it (its length is what calibration measures), false when it could not and the "
+        "whole text was measured; null for messages.",
+    )
 
 
 class ClassifyResponse(BaseModel):
@@ -90,6 +96,12 @@ class PoolingDatum(BaseModel):
     probs: list[float] = Field(description="Same as data, for clients of /classify.")
     raw_reward: float
     reward: float
+    response_located: bool | None = Field(
+        default=None,
+        description="Text input: true when the chat template located the response inside "
+        "it (its length is what calibration measures), false when it could not and the "
+        "whole text was measured; null for messages.",
+    )
 
 
 class PoolingResponse(BaseModel):

@@ -14,11 +14,12 @@ from service.scoring import ScoreInput
 router = APIRouter(tags=["openrlhf"])
 
 
-def response_part(query: str, prompt: str | None) -> str:
-    """The response inside an already-templated query (for the bias features)."""
+def response_part(query: str, prompt: str | None) -> str | None:
+    """The response inside an already-templated query (for the bias features); None: let
+    the scoring path locate it with the chat template."""
     if prompt is not None and query.startswith(prompt):
         return query[len(prompt) :]
-    return query
+    return None
 
 
 @router.post(
@@ -33,8 +34,10 @@ async def get_reward(
 ) -> GetRewardResponse:
     """``query`` holds templated prompt+response texts, scored as they are. The response part
     (measured for calibration) is ``query[len(prompt):]`` when ``prompts`` are given and the
-    query starts with its prompt, else the whole query. ``rewards`` and ``scores`` are
-    calibrated; ``extra_logs`` carries the raw reward and the response length."""
+    query starts with its prompt, else it is located with the chat template (the whole
+    query when the template cannot locate it: ``extra_logs.response_located`` is 0).
+    ``rewards`` and ``scores`` are calibrated; ``extra_logs`` carries the raw reward and the
+    response length."""
     runtime.scoring.check_count(len(body.query), what="queries")
     if body.prompts is not None and len(body.prompts) != len(body.query):
         raise ServiceError(
@@ -63,5 +66,8 @@ async def get_reward(
             "response_chars": [it.features["chars"] for it in result.items],
             "response_tokens": [it.features["tokens"] for it in result.items],
             "calibration_version": [version] * len(result.items),
+            "response_located": [
+                0.0 if it.response_located is False else 1.0 for it in result.items
+            ],
         },
     )
