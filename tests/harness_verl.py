@@ -21,10 +21,9 @@ trainer_stubs.install(
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import verl  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
-
-import verl  # noqa: E402
 from verl import DataProto  # noqa: E402
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker  # noqa: E402
 from verl.trainer.ppo.reward import load_reward_manager  # noqa: E402
