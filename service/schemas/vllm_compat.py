@@ -20,8 +20,10 @@ class ClassifyRequest(BaseModel):
     model: str | None = None
     input: InputType | None = Field(
         default=None,
-        description="Templated text(s) or token ids. The whole text is the response for "
-        "the bias feature.",
+        description="Templated text(s) or token ids. The response measured for the bias "
+        "feature is located with the model's chat template (after the last assistant "
+        "header, before its end-of-turn); the whole text when the template cannot locate it "
+        "(see data[i].response_located).",
     )
     messages: list[ChatMessage] | None = Field(
         default=None,
