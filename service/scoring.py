@@ -162,10 +162,13 @@ class ScoringService:
 
     # ---- runs in the tokenizer thread ---------------------------------------------------
 
-    def _locate(self, tokenizer: Any, text: str) -> tuple[str, bool]:
+    def _locator_for(self, tokenizer: Any) -> ResponseLocator:
         if self._locator is None:
             self._locator = ResponseLocator(tokenizer)
-        found = self._locator.locate(text)
+        return self._locator
+
+    def _locate(self, tokenizer: Any, text: str) -> tuple[str, bool]:
+        found = self._locator_for(tokenizer).locate(text)
         return found.response, found.located
 
     def _prepare(self, inputs: list[ScoreInput], limit: int) -> _Prepared:
@@ -186,6 +189,8 @@ class ScoringService:
                 response = item.response
                 if response is None:  # templated text: the template says where it is
                     response, found = self._locate(tokenizer, item.text)
+                else:  # cut from templated text: drop the end-of-turn that follows it
+                    response = self._locator_for(tokenizer).strip_end(response)
             else:
                 assert item.token_ids is not None
                 texts.append(None)

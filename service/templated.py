@@ -60,6 +60,10 @@ class TemplateAffixes:
             return Located(text, located=False)
         return Located(self._strip_end(text[best_end:]), located=True)
 
+    def strip_end(self, body: str) -> str:
+        """``body`` without the end-of-turn the template (or generation) put after it."""
+        return self._strip_end(body)
+
     def _strip_end(self, body: str) -> str:
         # Longest ending first: the full rendered suffix, the suffix without its trailing
         # whitespace, then the EOS token a generation loop appends.
@@ -141,3 +145,8 @@ class ResponseLocator:
         if self.affixes is None:
             return Located(text, located=False)
         return self.affixes.locate(text)
+
+    def strip_end(self, response: str) -> str:
+        """A response cut from templated text (``query[len(prompt):]``) without the
+        end-of-turn or EOS that follows it there, as the messages path measures it."""
+        return response if self.affixes is None else self.affixes.strip_end(response)

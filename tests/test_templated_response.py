@@ -160,3 +160,17 @@ def test_tool_calls_are_rendered_by_a_template_that_supports_them(
         '<|start_header_id|>assistant<|end_header_id|>\n\n<tool_call>\n{"name": '
         '"get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|eot_id|>'
     ) in plain
+
+
+def test_a_response_cut_by_prompt_loses_the_end_of_turn_that_follows_it(
+    make_client: AppFactory, tiny_models: dict[str, Path]
+) -> None:
+    tokenizer = _tokenizer(tiny_models, chat_templates.QWEN2)
+    client = make_client(tiny_models["llama"], backend=LengthBiasedBackend(tokenizer))
+    prompt = tokenizer.apply_chat_template(
+        CONVERSATION[:-1], tokenize=False, add_generation_prompt=True
+    )
+    for ending in ("<|im_end|>\n", "<|im_end|>", tokenizer.eos_token, ""):
+        body = {"query": [prompt + RESPONSE + ending], "prompts": [prompt]}
+        logs = client.post("/get_reward", json=body).json()["extra_logs"]
+        assert logs["response_chars"] == [len(RESPONSE)], ending

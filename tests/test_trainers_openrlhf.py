@@ -63,7 +63,8 @@ def test_openrlhf_08_batch_wrapper_receives_calibrated_rewards(
     assert answer["rewards"] == pytest.approx([r.reward for r in want], abs=1e-6)
     assert answer["scores"] == answer["rewards"]
     assert answer["extra_logs"]["raw_reward"] == pytest.approx([r.raw_reward for r in want])
-    assert answer["extra_logs"]["response_chars"] == [len(COMPLETION) + len("</s>")] * 2
+    # The response is query[len(prompt):] without the EOS after it: what messages measure.
+    assert answer["extra_logs"]["response_chars"] == [len(COMPLETION)] * 2
 
 
 @pytest.mark.parametrize("version", OPENRLHF_SAMPLE_VERSIONS)
@@ -89,3 +90,4 @@ def test_openrlhf_per_sample_executor_receives_calibrated_rewards(
         assert output["reward"] == pytest.approx([expected.reward], abs=1e-6)
         assert output["scores"] == pytest.approx([expected.reward], abs=1e-6)
         assert output["extra_logs"]["raw_reward"] == pytest.approx([expected.raw_reward])
+        assert output["extra_logs"]["response_chars"] == [len(COMPLETION)]
