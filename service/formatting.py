@@ -7,6 +7,11 @@ real tokens. The default reward model is trained through these same functions.
 Rules (documented in the API docs):
 - ``messages`` are rendered with the tokenizer's chat template. A tokenizer without a
   template gets a plain ``role: content`` rendering, one turn per line.
+- Assistant ``tool_calls`` (OpenAI shape) go to the template, which renders them when it
+  supports tools; when the rendering does not show a call (a template that ignores them),
+  each call is appended to the turn's content as
+  ``\n<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>`` (the Hermes/Qwen form).
+  The measured response of a tool-call turn is its content plus those lines.
 - ``prompt`` + ``response`` become ``[user: prompt, assistant: response]`` messages.
 - Already-templated text (OpenRLHF ``query``, vLLM ``input``) is used as is.
 - Special tokens (BOS/CLS/SEP) are added by the tokenizer unless the rendered text already
@@ -17,6 +22,7 @@ Rules (documented in the API docs):
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import weakref
 from collections.abc import Mapping, Sequence
@@ -28,13 +34,82 @@ TruncationSide = Literal["left", "right"]
 _PLAIN_TEMPLATE_SEPARATOR = "\n"
 
 
-def render_messages(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> str:
+def _content(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    return "" if content is None else str(content)
+
+
+def _call_parts(call: Mapping[str, Any]) -> tuple[str, Any]:
+    function = call.get("function", call)
+    if not isinstance(function, Mapping):
+        return "", {}
+    arguments = function.get("arguments", {})
+    if isinstance(arguments, str):  # OpenAI sends the arguments as a JSON string
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            pass
+    return str(function.get("name", "")), arguments
+
+
+def serialized_tool_calls(message: Mapping[str, Any]) -> str:
+    """The documented text form of a message's tool calls ('' when it has none)."""
+    out = []
+    for call in message.get("tool_calls") or ():
+        if isinstance(call, Mapping):
+            name, arguments = _call_parts(call)
+            body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
+            out.append(f"\n<tool_call>\n{body}\n</tool_call>")
+    return "".join(out)
+
+
+def _template_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    # Only the keys a template may test for: Llama 3.1 checks `'tool_calls' in message`,
+    # so an absent field must stay absent rather than None.
+    out: dict[str, Any] = {"role": str(message["role"]), "content": _content(message)}
+    calls = message.get("tool_calls")
+    if calls:
+        out["tool_calls"] = [_with_parsed_arguments(c) for c in calls]
+    if message.get("tool_call_id"):
+        out["tool_call_id"] = str(message["tool_call_id"])
+    return out
+
+
+def _with_parsed_arguments(call: Any) -> Any:
+    # Templates render `arguments` with tojson: give them the object, not the JSON string.
+    if not isinstance(call, Mapping) or not isinstance(call.get("function"), Mapping):
+        return call
+    name, arguments = _call_parts(call)
+    return {**call, "function": {**call["function"], "name": name, "arguments": arguments}}
+
+
+def _shows_calls(text: str, messages: Sequence[Mapping[str, Any]]) -> bool:
+    names = [_call_parts(c)[0] for m in messages for c in m.get("tool_calls") or () if c]
+    return all(name in text for name in names)
+
+
+def _plain(messages: Sequence[Mapping[str, Any]]) -> str:
+    return _PLAIN_TEMPLATE_SEPARATOR.join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+def render_messages(tokenizer: Any, messages: Sequence[Mapping[str, Any]]) -> str:
     """Render a conversation into the text the reward model was trained on."""
-    plain = [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+    plain = [_template_message(m) for m in messages]
+    has_calls = any("tool_calls" in m for m in plain)
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=False)
-        return str(text)
-    return _PLAIN_TEMPLATE_SEPARATOR.join(f"{m['role']}: {m['content']}" for m in plain)
+        text = str(
+            tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=False)
+        )
+        if not has_calls or _shows_calls(text, plain):
+            return text
+    if has_calls:  # serialise the calls into the content, where any template shows them
+        plain = [
+            {"role": m["role"], "content": m["content"] + serialized_tool_calls(m)} for m in plain
+        ]
+        if getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=False)
+            return str(text)
+    return _plain(plain)
 
 
 def pair_messages(prompt: str, response: str) -> list[dict[str, str]]:
@@ -42,11 +117,12 @@ def pair_messages(prompt: str, response: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
 
 
-def last_assistant_turn(messages: Sequence[Mapping[str, str]]) -> str:
-    """The response part of a conversation: its last assistant turn ('' if none)."""
+def last_assistant_turn(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The response part of a conversation: its last assistant turn ('' if none), its tool
+    calls included in their documented text form."""
     for message in reversed(messages):
         if message.get("role") == "assistant":
-            return str(message.get("content", ""))
+            return _content(message) + serialized_tool_calls(message)
     return ""
 
 

@@ -91,6 +91,13 @@ class ServingMetrics:
             ["type"],
             registry=registry,
         )
+        self.templated_responses_total = Counter(
+            f"{PREFIX}_templated_responses_total",
+            "Templated text inputs by whether the chat template located the response "
+            "(located=false: the whole text was measured)",
+            ["model", "located"],
+            registry=registry,
+        )
         self.rejected_total = Counter(
             f"{PREFIX}_rejected_items_total",
             "Inputs refused by admission control (503)",
@@ -130,6 +137,12 @@ class ServingMetrics:
 
     def items(self, model: str, count: int) -> None:
         self.items_total.labels(model=model).inc(count)
+
+    def templated_responses(self, model: str, located: int, fallback: int) -> None:
+        if located:
+            self.templated_responses_total.labels(model=model, located="true").inc(located)
+        if fallback:
+            self.templated_responses_total.labels(model=model, located="false").inc(fallback)
 
 
 # Rewards of common reward models sit within about ±10 (logits); finer near 0 where

@@ -22,6 +22,7 @@ from service.features import response_features
 from service.formatting import char_bound
 from service.metrics import ServingMetrics
 from service.scheduler import Scheduler
+from service.templated import ResponseLocator
 
 TOKENIZE_CHUNK_CHARS = 1 << 17
 """Characters of text one tokenizer job takes at most (beyond one input's own bound): about
@@ -50,6 +51,9 @@ class ScoredItem:
     bias: float
     features: dict[str, float]
     input_tokens: int
+    # Templated text without a given response: whether the chat template located the
+    # response (False: the whole text was measured). None for other inputs.
+    response_located: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class ScoreResult:
 class _Prepared:
     token_ids: list[list[int]]
     features: list[dict[str, float]]
+    located: list[bool | None]
 
 
 class ScoringService:
@@ -95,6 +100,7 @@ class ScoringService:
         self._tokenizer_thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="rewardcal-tokenize"
         )
+        self._locator: ResponseLocator | None = None  # built from the tokenizer on first use
 
     @property
     def max_input_tokens(self) -> int:
@@ -143,6 +149,9 @@ class ScoringService:
         )
         if self._metrics is not None:
             self._metrics.items(self.model_id, len(raw))
+            located = sum(1 for x in prepared.located if x is True)
+            fallback = sum(1 for x in prepared.located if x is False)
+            self._metrics.templated_responses(self.model_id, located, fallback)
         items = [
             ScoredItem(
                 index=i,
@@ -151,6 +160,7 @@ class ScoringService:
                 bias=biases[i],
                 features=prepared.features[i],
                 input_tokens=len(prepared.token_ids[i]),
+                response_located=prepared.located[i],
             )
             for i in range(len(raw))
         ]
@@ -165,15 +175,26 @@ class ScoringService:
         loop = asyncio.get_running_loop()
         token_ids: list[list[int]] = []
         features: list[dict[str, float]] = []
+        located: list[bool | None] = []
         for start, chunk in _chunks(inputs, char_bound(limit)):
             part = await loop.run_in_executor(
                 self._tokenizer_thread, self._prepare, chunk, limit, start
             )
             token_ids.extend(part.token_ids)
             features.extend(part.features)
-        return _Prepared(token_ids=token_ids, features=features)
+            located.extend(part.located)
+        return _Prepared(token_ids=token_ids, features=features, located=located)
 
     # ---- runs in the tokenizer thread ---------------------------------------------------
+
+    def _locator_for(self, tokenizer: Any) -> ResponseLocator:
+        if self._locator is None:
+            self._locator = ResponseLocator(tokenizer)
+        return self._locator
+
+    def _locate(self, tokenizer: Any, text: str) -> tuple[str, bool]:
+        found = self._locator_for(tokenizer).locate(text)
+        return found.response, found.located
 
     def _prepare(self, inputs: list[ScoreInput], limit: int, first_index: int) -> _Prepared:
         tokenizer = self._backend.tokenizer
@@ -181,16 +202,21 @@ class ScoringService:
         vocab_size = len(tokenizer)
         token_ids: list[list[int]] = []
         features: list[dict[str, float]] = []
+        located: list[bool | None] = []
         for offset, item in enumerate(inputs):
             index = first_index + offset
+            found: bool | None = None
             if item.token_ids is not None:
                 ids = self._take_ids(item.token_ids, limit, side, vocab_size, index)
                 length = len(item.token_ids)
                 response = item.response
                 if response is None:
-                    # The scored ids are the text the model judges (bounded: never more
-                    # than the limit is decoded).
-                    response = tokenizer.decode(ids, skip_special_tokens=True)
+                    # The scored ids are what the model judges (never more than the limit
+                    # is decoded). Special tokens kept: chat templates mark turns with them.
+                    decoded = tokenizer.decode(ids, skip_special_tokens=False)
+                    response, found = self._locate(tokenizer, decoded)
+                    if not found:
+                        response = tokenizer.decode(ids, skip_special_tokens=True)
             else:
                 if item.messages is not None:
                     text = _render(tokenizer, item.messages, index)
@@ -200,7 +226,11 @@ class ScoringService:
                 else:
                     assert item.text is not None
                     text = item.text
-                    response = item.response if item.response is not None else item.text
+                    response = item.response
+                    if response is None:  # templated text: the template says where it is
+                        response, found = self._locate(tokenizer, text)
+                    else:  # cut from templated text: drop the end-of-turn that follows it
+                        response = self._locator_for(tokenizer).strip_end(response)
                 encoded = _encode(tokenizer, text, limit, side, index)
                 ids, length = encoded.ids, encoded.length
             if length > limit and self._truncation == "error":
@@ -214,7 +244,8 @@ class ScoringService:
             token_ids.append(ids)
             count = formatting.count_tokens(tokenizer, response, char_bound(limit))
             features.append(response_features(response, count))
-        return _Prepared(token_ids=token_ids, features=features)
+            located.append(found)
+        return _Prepared(token_ids=token_ids, features=features, located=located)
 
     def _take_ids(
         self,

@@ -101,9 +101,10 @@ def test_openrlhf_and_verl_clients_against_the_real_process(server: str) -> None
         f"{server}/get_reward", json={"query": queries, "prompts": prompts, "labels": ["4", "blue"]}
     ).json()
     assert full["scores"] == rewards
+    # query[len(prompt):] without the EOS after it: the length the messages path measures.
     assert full["extra_logs"]["response_chars"] == [
-        len("4.</s>"),
-        len("Blue, like the sky on a clear day.</s>"),
+        len("4."),
+        len("Blue, like the sky on a clear day."),
     ]
     assert full["extra_logs"]["raw_reward"] == rewards  # uncalibrated until calibration lands
     # OpenRLHF v0.9+: one sample per request, scored the same.

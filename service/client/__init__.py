@@ -12,16 +12,14 @@ client installs cleanly next to a trainer. See docs/client.md.
 
 from service.client._http import DEFAULT_TIMEOUT, RetryPolicy
 from service.client.async_ import AsyncRewardClient
-from service.client.integrations import (
+from service.client.sync import RewardClient
+from service.client.trainers import (
     TRLRewardFunc,
-    VerlBatchComputeScore,
     VerlComputeScore,
     make_trl_reward_func,
-    make_verl_batch_compute_score,
     make_verl_compute_score,
     pooled_client,
 )
-from service.client.sync import RewardClient
 from service.client.types import (
     CompareResult,
     RewardConnectionError,
@@ -39,10 +37,8 @@ __all__ = [
     "RewardResult",
     "RewardServiceError",
     "TRLRewardFunc",
-    "VerlBatchComputeScore",
     "VerlComputeScore",
     "make_trl_reward_func",
-    "make_verl_batch_compute_score",
     "make_verl_compute_score",
     "pooled_client",
 ]

@@ -52,19 +52,36 @@ def _spans(n: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(n, start + size)) for start in range(0, n, size)]
 
 
-def _message(message: Any) -> dict[str, str]:
+def _message(message: Any) -> dict[str, Any]:
+    """One chat message for the server: ``content: None`` (OpenAI tool-call turns) is sent
+    as ``""``; ``tool_calls`` and ``tool_call_id`` travel so the server's chat template can
+    render the calls."""
     if not isinstance(message, Mapping):
         raise TypeError(f"a chat message must be a mapping with role and content, got {message!r}")
-    content = message.get("content", "")
-    if not isinstance(content, str):  # multimodal content parts: keep the text parts
+    content = message.get("content")
+    if content is None:
+        content = ""
+    elif not isinstance(content, str):  # multimodal content parts: keep the text parts
         parts = content if isinstance(content, Iterable) else [content]
         content = "".join(
             str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in parts
         )
-    return {"role": str(message.get("role", "")), "content": content}
+    out: dict[str, Any] = {"role": str(message.get("role", "")), "content": content}
+    calls = message.get("tool_calls")
+    if calls:
+        out["tool_calls"] = [_tool_call(c) for c in calls]
+    if message.get("tool_call_id") is not None:
+        out["tool_call_id"] = str(message["tool_call_id"])
+    return out
 
 
-def messages_of(conversation: Iterable[Any]) -> list[dict[str, str]]:
+def _tool_call(call: Any) -> dict[str, Any]:
+    if not isinstance(call, Mapping):
+        raise TypeError(f"a tool call must be a mapping (OpenAI shape), got {call!r}")
+    return {str(k): v for k, v in call.items()}
+
+
+def messages_of(conversation: Iterable[Any]) -> list[dict[str, Any]]:
     return [_message(m) for m in conversation]
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 INVALID_UNICODE = "invalid_unicode"
@@ -32,7 +32,21 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: Text
+    content: Text = Field(
+        default="", description="Text; null (OpenAI tool-call turns) is the empty string."
+    )
+    tool_calls: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Assistant tool calls in the OpenAI shape ({type, function: {name, "
+        "arguments}}): rendered by the model's chat template when it supports them, else "
+        "appended to the content as <tool_call>{name, arguments}</tool_call> lines.",
+    )
+    tool_call_id: str | None = Field(default=None, max_length=256)
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _null_content(cls, value: object) -> object:
+        return "" if value is None else value
 
 
 class CalibrationInfo(BaseModel):

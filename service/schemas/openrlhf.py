@@ -34,7 +34,8 @@ class GetRewardRequest(BaseModel):
     prompts: list[Text | None] | None = Field(
         default=None,
         description="The templated prompt of each query; the response (whose length is "
-        "the bias feature) is query[len(prompt):] when the query starts with it.",
+        "the bias feature) is query[len(prompt):] when the query starts with it; without "
+        "it, the response is located with the model's chat template.",
     )
     labels: list[Any] | None = Field(default=None, description="Ignored; accepted for OpenRLHF.")
     calibration_group: str | None = Field(default=None, max_length=64)
@@ -53,5 +54,7 @@ class GetRewardResponse(BaseModel):
     scores: list[float] = Field(description="Same as rewards (newer OpenRLHF reads `scores`).")
     extra_logs: dict[str, list[float]] = Field(
         description="Per-sample logs OpenRLHF records: raw_reward, bias, response_chars, "
-        "response_tokens, calibration_version."
+        "response_tokens, calibration_version, response_located (1: the response was "
+        "`query[len(prompt):]` or located with the chat template; 0: the template could not "
+        "locate it and the whole query was measured)."
     )

@@ -24,8 +24,10 @@ class ClassifyRequest(BaseModel):
     model: str | None = None
     input: InputType | None = Field(
         default=None,
-        description="Templated text(s) or token ids. The whole text is the response for "
-        "the bias feature.",
+        description="Templated text(s) or token ids. The response measured for the bias "
+        "feature is located with the model's chat template (after the last assistant "
+        "header, before its end-of-turn); the whole text when the template cannot locate it "
+        "(see data[i].response_located).",
     )
     messages: list[ChatMessage] | None = Field(
         default=None,
@@ -80,6 +82,12 @@ class ClassifyDatum(BaseModel):
     num_classes: int = 1
     raw_reward: float
     reward: float
+    response_located: bool | None = Field(
+        default=None,
+        description="Text input: true when the chat template located the response inside "
+        "it (its length is what calibration measures), false when it could not and the "
+        "whole text was measured; null for messages.",
+    )
 
 
 class ClassifyResponse(BaseModel):
@@ -99,6 +107,12 @@ class PoolingDatum(BaseModel):
     probs: list[float] = Field(description="Same as data, for clients of /classify.")
     raw_reward: float
     reward: float
+    response_located: bool | None = Field(
+        default=None,
+        description="Text input: true when the chat template located the response inside "
+        "it (its length is what calibration measures), false when it could not and the "
+        "whole text was measured; null for messages.",
+    )
 
 
 class PoolingResponse(BaseModel):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 from service.calibration import validate_group
 from service.errors import ErrorType, ServiceError
@@ -14,12 +16,41 @@ from service.scoring import ScoreInput, ScoreResult
 SCORING_ERRORS = (400, 401, 404, 413, 422, 500, 502, 503, 504)
 
 
+def served_model_names(runtime: Runtime) -> list[str]:
+    """The ids /v1/models lists: the served name, then the path the model was loaded from
+    when no name was configured (vLLM names a model after its path unless
+    ``--served-model-name`` is set, so its clients send the path)."""
+    names = [runtime.model_id]
+    path = str(runtime.model_path)
+    if runtime.settings.served_model_name is None and path != runtime.model_id:
+        names.append(path)
+    return names
+
+
+def _same_path(requested: str, model_path: Path) -> bool:
+    # Clients configured for vLLM send the path they gave it (relative, with ~ or a trailing
+    # slash, or through a symlink): compare normalised and resolved forms.
+    if os.sep not in requested and not requested.startswith("~"):
+        return False
+    candidate = Path(os.path.normpath(os.path.expanduser(requested)))
+    if candidate == Path(os.path.normpath(model_path)):
+        return True
+    try:
+        return candidate.resolve() == model_path.resolve()
+    except OSError:
+        return False
+
+
 def resolve_model(runtime: Runtime, requested: str | None) -> str:
+    """The served model id for the request's ``model``: omitted, the served name, or the
+    path the model was loaded from (as vLLM's own server accepts it)."""
     if requested is None or requested == "" or requested == runtime.model_id:
         return runtime.model_id
+    if _same_path(requested, runtime.model_path):
+        return runtime.model_id
+    served = ", ".join(repr(n) for n in served_model_names(runtime))
     raise ServiceError(
-        ErrorType.NOT_FOUND,
-        f"model {requested!r} is not served here (served: {runtime.model_id!r})",
+        ErrorType.NOT_FOUND, f"model {requested!r} is not served here (served: {served})"
     )
 
 

@@ -14,11 +14,12 @@ from service.scoring import ScoreInput
 router = APIRouter(tags=["openrlhf"])
 
 
-def response_part(query: str, prompt: str | None) -> str:
-    """The response inside an already-templated query (for the bias features)."""
+def response_part(query: str, prompt: str | None) -> str | None:
+    """The response inside an already-templated query (for the bias features); None: let
+    the scoring path locate it with the chat template."""
     if prompt is not None and query.startswith(prompt):
         return query[len(prompt) :]
-    return query
+    return None
 
 
 @router.post(
@@ -33,11 +34,13 @@ async def get_reward(
 ) -> GetRewardResponse:
     """``query`` holds templated prompt+response texts, scored as they are. The response part
     (measured for calibration) is ``query[len(prompt):]`` when ``prompts`` are given and the
-    query starts with its prompt, else the whole query. ``rewards`` and ``scores`` are
-    calibrated; ``extra_logs`` carries the raw reward and the response length, and
-    ``prompt_matched`` (1 when the query starts with its prompt, 0 when it does not and the
-    whole query was measured: a client whose prompts and queries disagree). ``prompts`` or
-    ``labels`` of another length than ``query`` are refused (422)."""
+    query starts with its prompt, else it is located with the chat template (the whole
+    query when the template cannot locate it: ``extra_logs.response_located`` is 0).
+    ``rewards`` and ``scores`` are calibrated; ``extra_logs`` carries the raw reward and the
+    response length, and ``prompt_matched`` (1 when the query starts with its prompt, 0 when
+    a prompt was given but does not start the query: a client whose prompts and queries
+    disagree). ``prompts`` or ``labels`` of another length than ``query`` are refused
+    (422)."""
     runtime.scoring.check_count(len(body.query), what="queries")
     for name, values in (("prompts", body.prompts), ("labels", body.labels)):
         if values is not None and len(values) != len(body.query):
@@ -70,6 +73,9 @@ async def get_reward(
             "prompt_matched": [
                 float(prompt is not None and query.startswith(prompt))
                 for query, prompt in zip(body.query, prompts, strict=True)
+            ],
+            "response_located": [
+                0.0 if it.response_located is False else 1.0 for it in result.items
             ],
         },
     )

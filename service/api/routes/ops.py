@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import RuntimeDep
+from service.api.routes.common import served_model_names
 from service.errors import ErrorType, ServiceError, error_responses
 from service.schemas.ops import HealthResponse, ModelCard, ModelList, ReadyResponse
 
@@ -45,12 +46,13 @@ async def models(runtime: RuntimeDep) -> ModelList:
     return ModelList(
         data=[
             ModelCard(
-                id=runtime.model_id,
+                id=name,
                 created=runtime.created,
                 root=str(runtime.model_path),
                 max_model_len=runtime.backend.limits.max_input_tokens,
                 backend=runtime.backend.name,
             )
+            for name in served_model_names(runtime)
         ]
     )
 

@@ -112,9 +112,11 @@ def _usage(result: ScoreResult) -> VllmUsage:
 async def classify(
     body: ClassifyRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
 ) -> ClassifyResponse:
-    """vLLM's ``/classify``. Text ``input`` is already templated and scored as is; its whole
-    text is the response for the bias features. ``messages`` use the model's chat template
-    and their last assistant turn is the response."""
+    """vLLM's ``/classify``. Text ``input`` is already templated and scored as is; the
+    response measured for calibration is located in it with the model's chat template (after
+    the last assistant header, before the end-of-turn), or is the whole text when the
+    template cannot locate it (``response_located: false``). ``messages`` use the model's
+    chat template and their last assistant turn is the response."""
     model, result = await _score(body, runtime, header_group)
     apply = body.apply_activation
     return ClassifyResponse(
@@ -128,6 +130,7 @@ async def classify(
                 probs=[_activation(it.reward, apply)],
                 raw_reward=it.raw_reward,
                 reward=it.reward,
+                response_located=it.response_located,
             )
             for it in result.items
         ],
@@ -161,6 +164,7 @@ async def pooling(
                 probs=[_activation(it.reward, apply)],
                 raw_reward=it.raw_reward,
                 reward=it.reward,
+                response_located=it.response_located,
             )
             for it in result.items
         ],
