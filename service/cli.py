@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     for warning in security_warnings(settings):
         logging.getLogger("rewardcal").warning(warning)
+    if settings.workers > 1:
+        return _serve_workers(settings, model_path)
     app = create_app(settings, model_path, on_fatal=on_fatal)
     config = uvicorn.Config(
         app,
@@ -124,6 +127,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if app.state.fatal_error:
         print(f"rewardcal: model failed to load: {app.state.fatal_error}", file=sys.stderr)
         return EXIT_START_FAILED
+    return 0
+
+
+def _serve_workers(settings: Settings, model_path: Path) -> int:
+    """``workers`` > 1 (shared store only): uvicorn's process manager starts N worker
+    processes on one port; each loads the model and shares calibration through the store.
+    Metrics of all workers are added up at /metrics (prometheus_client multiprocess mode)."""
+    import tempfile
+
+    import uvicorn
+
+    from service.api.worker import WORKER_SETTINGS_ENV, settings_json
+
+    metrics_dir = tempfile.mkdtemp(prefix="rewardcal-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ["REWARDCAL_HEADER_TIMEOUT_S"] = str(settings.header_timeout_s)
+    os.environ[WORKER_SETTINGS_ENV] = settings_json(settings, model_path)
+    print(_banner(settings, settings.served_model_name or model_path.name), flush=True)
+    print(f"rewardcal: {settings.workers} worker processes", flush=True)
+    try:
+        uvicorn.run(
+            "service.api.worker:create_worker_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            lifespan="on",
+            timeout_graceful_shutdown=30,
+            access_log=False,
+            http="service.api.http_protocol:WorkerHTTPProtocol",
+        )
+    finally:
+        import shutil
+
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

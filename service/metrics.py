@@ -6,9 +6,10 @@ would leak series between them). Bias-drift metrics live with the calibration st
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 PREFIX = "rewardcal"
 
@@ -56,7 +57,10 @@ class ServingMetrics:
             registry=registry,
         )
         self.queue_depth_gauge = Gauge(
-            f"{PREFIX}_queue_depth", "Inputs waiting for a batch", registry=registry
+            f"{PREFIX}_queue_depth",
+            "Inputs waiting for a batch",
+            multiprocess_mode="livesum",
+            registry=registry,
         )
         self.queue_duration = Histogram(
             f"{PREFIX}_queue_duration_seconds",
@@ -106,6 +110,7 @@ class ServingMetrics:
         self.ready_gauge = Gauge(
             f"{PREFIX}_ready",
             "1 while /ready answers 200 (model loaded), else 0: alerts cannot probe /ready",
+            multiprocess_mode="livemin",
             registry=registry,
         )
 
@@ -194,46 +199,54 @@ class CalibrationMetrics:
             "Spearman correlation of response length and reward over the window "
             "(kind=raw: the model's bias; kind=calibrated: what is left)",
             ["model", "group", "kind"],
+            multiprocess_mode="mostrecent",
             registry=registry,
         )
         self.slope = Gauge(
             f"{PREFIX}_bias_slope",
             "Reward per 1,000 characters of the current bias curve",
             labels,
+            multiprocess_mode="mostrecent",
             registry=registry,
         )
         self.drift = Gauge(
             f"{PREFIX}_curve_drift",
             "Largest |difference| between consecutive curve versions over the window's range",
             labels,
+            multiprocess_mode="mostrecent",
             registry=registry,
         )
         self.version = Gauge(
             f"{PREFIX}_curve_version",
             "Version of the current calibration curve",
             labels,
+            multiprocess_mode="max",
             registry=registry,
         )
         self.window_samples = Gauge(
             f"{PREFIX}_window_samples",
             "Observations in the calibration window",
             labels,
+            multiprocess_mode="mostrecent",
             registry=registry,
         )
         self.groups_gauge = Gauge(
             f"{PREFIX}_calibration_groups",
             "Calibration groups holding state (kind=active) and the limit (kind=limit)",
             ["kind"],
+            multiprocess_mode="mostrecent",
             registry=registry,
         )
         self.store_up = Gauge(
             f"{PREFIX}_calibration_store_up",
             "1 while the calibration store answers (always 1 for the memory store)",
+            multiprocess_mode="livemin",
             registry=registry,
         )
         self.store_buffered = Gauge(
             f"{PREFIX}_calibration_store_buffered",
             "Observations waiting in this process for the shared store",
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.store_dropped = Counter(
@@ -302,6 +315,24 @@ class CalibrationMetrics:
     def restored(self, model: str, group: str, version: int, samples: int) -> None:
         self.version.labels(model=model, group=group).set(version)
         self.window(model, group, samples)
+
+
+def multiprocess_dir() -> str | None:
+    """Set when several worker processes serve one port (``workers`` > 1): each writes its
+    metrics to files there and /metrics adds them up (prometheus_client's multiprocess
+    mode; gauges say how: livesum, max, mostrecent...)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The /metrics body: this process's registry, or every worker's in multiprocess mode."""
+    if multiprocess_dir() is None:
+        return generate_latest(registry)
+    from prometheus_client import multiprocess
+
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined)
+    return generate_latest(combined)
 
 
 def _remove(metric: Any, *labels: str) -> None:

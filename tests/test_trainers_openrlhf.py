@@ -11,7 +11,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from service.client import RewardClient
-from tests import live_server
+from tests import serve_process
 from tests.trainer_wheels import (
     OPENRLHF_BATCH_VERSION,
     OPENRLHF_SAMPLE_VERSIONS,
@@ -26,7 +26,7 @@ COMPLETION = "Blue is the colour of a clear sky at noon."
 @pytest.fixture(scope="module")
 def server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # OpenRLHF sends no calibration group: its traffic lands in `default`.
-    with live_server.serve(tiny_models["llama"], tmp_path_factory.mktemp("orlhf")) as base:
+    with serve_process.serve(tiny_models["llama"], tmp_path_factory.mktemp("orlhf")) as base:
         yield base
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from service.client import RewardClient, make_trl_reward_func
-from tests import live_server
+from tests import serve_process
 
 GROUP = "grpo-run"
 QUESTIONS = ["What is 2+2?", "Name a colour.", "Say hello.", "Name a prime."]
@@ -22,7 +22,7 @@ QUESTIONS = ["What is 2+2?", "Name a colour.", "Say hello.", "Name a prime."]
 @pytest.fixture(scope="module")
 def server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("trl-server")
-    with live_server.serve(tiny_models["llama"], tmp, groups=(GROUP,)) as base:
+    with serve_process.serve(tiny_models["llama"], tmp, groups=(GROUP,)) as base:
         yield base
 
 

@@ -16,7 +16,7 @@ import pytest
 
 import service.client.integrations as integrations
 from service.client import RewardClient
-from tests import live_server
+from tests import serve_process
 from tests.trainer_wheels import VERL_VERSIONS, run_harness, source_root
 
 GROUP = "verl-run"
@@ -27,7 +27,7 @@ RESPONSE = "Seven is prime: its only divisors are one and seven."
 @pytest.fixture(scope="module")
 def server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("verl-server")
-    with live_server.serve(tiny_models["llama"], tmp, groups=("default", GROUP)) as base:
+    with serve_process.serve(tiny_models["llama"], tmp, groups=("default", GROUP)) as base:
         yield base
 
 

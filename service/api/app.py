@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from service.api.routes import calibration, native, openrlhf, ops, vllm_compat
 from service.backends import BackendStartError, RewardBackend
 from service.config import Settings
 from service.errors import ErrorType, envelope
+from service.metrics import multiprocess_dir
 from service.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,10 @@ def create_app(
                 await loader
             await runtime.stop()
             app.state.runtime = None
+            if multiprocess_dir() is not None:
+                from prometheus_client import multiprocess
+
+                multiprocess.mark_process_dead(os.getpid())  # its live gauges leave the sum
 
     async def _start(runtime: Runtime) -> None:
         try:

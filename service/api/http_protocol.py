@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -28,8 +29,11 @@ def _base_protocol() -> type[asyncio.Protocol]:
     return HttpToolsProtocol
 
 
-def header_timeout_protocol(header_timeout_s: float, base: Any = None) -> type[asyncio.Protocol]:
-    """An HTTP protocol class for ``uvicorn.Config(http=...)``."""
+def header_timeout_protocol(
+    header_timeout_s: float | None, base: Any = None
+) -> type[asyncio.Protocol]:
+    """An HTTP protocol class for ``uvicorn.Config(http=...)``; ``None`` reads the timeout
+    from ``REWARDCAL_HEADER_TIMEOUT_S`` (worker processes get their settings that way)."""
     parent: Any = base if base is not None else _base_protocol()
 
     class HeaderTimeoutProtocol(parent):
@@ -50,7 +54,7 @@ def header_timeout_protocol(header_timeout_s: float, base: Any = None) -> type[a
 
         def _arm_header_timer(self) -> None:
             self._disarm_header_timer()
-            self._header_timer = self.loop.call_later(header_timeout_s, self._headers_overdue)
+            self._header_timer = self.loop.call_later(_timeout(), self._headers_overdue)
 
         def _disarm_header_timer(self) -> None:
             if self._header_timer is not None:
@@ -69,9 +73,20 @@ def header_timeout_protocol(header_timeout_s: float, base: Any = None) -> type[a
                 "closing connection from %s: no complete request headers within %g s "
                 "(header_timeout_s)",
                 client,
-                header_timeout_s,
+                _timeout(),
             )
             self.transport.close()
 
+    def _timeout() -> float:
+        if header_timeout_s is not None:
+            return header_timeout_s
+        return float(os.environ.get("REWARDCAL_HEADER_TIMEOUT_S", "10"))
+
     HeaderTimeoutProtocol.__name__ = f"HeaderTimeout{parent.__name__}"
     return HeaderTimeoutProtocol
+
+
+# For ``workers`` > 1: uvicorn pickles its config into each worker process, so the class
+# must be importable by name.
+WorkerHTTPProtocol = header_timeout_protocol(None)
+WorkerHTTPProtocol.__qualname__ = WorkerHTTPProtocol.__name__ = "WorkerHTTPProtocol"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.api.deps import RuntimeDep
 from service.api.routes.common import served_model_names
 from service.errors import ErrorType, ServiceError, error_responses
+from service.metrics import exposition
 from service.schemas.ops import HealthResponse, ModelCard, ModelList, ReadyResponse
 
 health_router = APIRouter(tags=["ops"])
@@ -64,4 +65,4 @@ async def models(runtime: RuntimeDep) -> ModelList:
     summary="Prometheus metrics",
 )
 async def metrics(runtime: RuntimeDep) -> Response:
-    return Response(generate_latest(runtime.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(runtime.registry), media_type=CONTENT_TYPE_LATEST)
