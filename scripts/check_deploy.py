@@ -265,6 +265,7 @@ def run_all(root: Path, tools: Tools) -> dict[str, list[str]]:
         results["compose schema"] = rules.check_compose_schema(files.compose, schema)
     results["compose rules"] = rules.check_compose(files)
     results["prometheus rules"] = rules.check_prometheus(files)
+    results["load balancer"] = rules.check_load_balancer(files)
     catalog = rules.metric_catalog()
     results["prometheus rule files"] = rules.check_rules(files, catalog)
     if tools.promtool:

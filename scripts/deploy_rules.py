@@ -893,10 +893,56 @@ def check_compose(files: DeployFiles) -> list[str]:
                 "calibration state is lost with the container"
             )
         listen = env.get("REWARDCAL_PORT", "8000")
-        if listen not in {p.target for p in parse_ports(service)}:
-            problems.append(f"{at}: container port {listen} (REWARDCAL_PORT) is not published")
+        fronted = [
+            other for other, s in services.items() if other != name and name in _depends_on(s)
+        ]
+        if listen not in {p.target for p in parse_ports(service)} and not fronted:
+            problems.append(
+                f"{at}: container port {listen} (REWARDCAL_PORT) is not published, and no "
+                "service (a load balancer) depends on it"
+            )
     for volume in sorted(declared - used):
         problems.append(f"{where}: volumes.{volume} is declared but never mounted")
+    return problems
+
+
+# --- load balancer (profile scale) ----------------------------------------------------------
+
+NGINX_CONFIG = "deploy/nginx/nginx.conf"
+
+
+def check_load_balancer(files: DeployFiles) -> list[str]:
+    """nginx's upstream servers are compose services on their REWARDCAL_PORT, and its
+    listen port is the one the lb service publishes."""
+    problems: list[str] = []
+    lbs = _services_with_image(files, "nginx")
+    path = files.root / NGINX_CONFIG
+    if not lbs:
+        return problems
+    if not path.exists():
+        return [f"{NGINX_CONFIG}: missing (mounted by {sorted(lbs)})"]
+    text = path.read_text()
+    servers = re.findall(r"^\s*server\s+([A-Za-z0-9_.\-]+):(\d+)", text, re.MULTILINE)
+    if not servers:
+        problems.append(f"{NGINX_CONFIG}: no upstream server")
+    for host, port in servers:
+        service = files.services.get(host)
+        if service is None:
+            problems.append(f"{NGINX_CONFIG}: upstream {host}:{port} is no compose service")
+            continue
+        expected = files.service_env(service).get("REWARDCAL_PORT", "8000")
+        if port != expected:
+            problems.append(f"{NGINX_CONFIG}: upstream {host}:{port}, but it listens on {expected}")
+    listens = set(re.findall(r"^\s*listen\s+(\d+)", text, re.MULTILINE))
+    for name, service in lbs.items():
+        if _bind_source_for(service, "/etc/nginx/nginx.conf") != NGINX_CONFIG:
+            problems.append(f"{COMPOSE}: services.{name} does not mount {NGINX_CONFIG}")
+        published = {p.target for p in parse_ports(service)}
+        if not listens & published:
+            problems.append(
+                f"{COMPOSE}: services.{name} publishes {sorted(published)}, nginx listens on "
+                f"{sorted(listens)}"
+            )
     return problems
 
 
@@ -943,7 +989,13 @@ def check_prometheus(files: DeployFiles) -> list[str]:
     scraped: set[str] = set()
     for job in config.get("scrape_configs") or []:
         job_name = job.get("job_name")
-        for static in job.get("static_configs") or []:
+        # Static targets, and DNS service discovery (the replicas of a scaled service).
+        discovered = [
+            f"{name}:{dns.get('port', '')}"
+            for dns in job.get("dns_sd_configs") or []
+            for name in dns.get("names") or []
+        ]
+        for static in [*(job.get("static_configs") or []), {"targets": discovered}]:
             for target in static.get("targets") or []:
                 host, _, port = str(target).rpartition(":")
                 if host in ("localhost", "127.0.0.1"):

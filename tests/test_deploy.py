@@ -50,6 +50,7 @@ def all_problems(files: rules.DeployFiles, catalog: dict[str, frozenset[str]]) -
         *rules.check_dockerignore(files),
         *rules.check_compose(files),
         *rules.check_prometheus(files),
+        *rules.check_load_balancer(files),
         *rules.check_grafana_provisioning(files),
         *rules.check_dashboard(
             files.dashboard, files.datasource_uid, catalog, files.prometheus_jobs
@@ -95,6 +96,28 @@ def test_catalog_reads_service_metrics(catalog: dict[str, frozenset[str]]) -> No
 
 # (file field, old text, new text, a piece of the expected problem)
 BROKEN = {
+    "replicas not scraped": (
+        "prometheus_text",
+        'names: ["rewardcal-replica"]',
+        'names: ["rewardcal-replicas"]',
+        "'rewardcal-replicas' is no compose service",
+    ),
+    "replicas neither published nor behind a balancer": (
+        "compose_text",
+        """    depends_on:
+      rewardcal-replica:
+        condition: service_healthy""",
+        """    depends_on:
+      redis:
+        condition: service_healthy""",
+        "services.rewardcal-replica: container port 8000 (REWARDCAL_PORT) is not published",
+    ),
+    "balancer publishes another port than nginx listens on": (
+        "compose_text",
+        '"127.0.0.1:8080:8080"',
+        '"127.0.0.1:8080:8081"',
+        "services.lb publishes ['8081'], nginx listens on ['8080']",
+    ),
     "port on every interface": (
         "compose_text",
         '"127.0.0.1:9090:9090"',
