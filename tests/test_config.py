@@ -57,7 +57,7 @@ def test_cli_flags_override_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
             "max_items_per_request (100) exceeds max_queue (10)",
         ),
         (["--dtype", "float16"], "use float32 on CPU"),
-        (["--workers", "2"], "workers > 1 is not supported"),
+        (["--workers", "2"], "workers > 1 needs a shared calibration store"),
         (["--max-batch-size", "0"], "max_batch_size: Input should be greater than 0"),
         (["--truncation", "middle"], "truncation: Input should be 'left', 'right' or 'error'"),
         (["--port", "http"], "port: Input should be a valid integer"),
