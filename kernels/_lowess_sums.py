@@ -82,15 +82,16 @@ class DeviceWindows:
         self._direct: dict[int, _DirectTerms] = {}
         self._cached = 0
         self._redo: tuple[np.ndarray, list[_DirectTerms]] | None = None
-        self._fused: FusedTerms | None | bool = ops.xp is not np  # True: not available
+        # Built on first use; numpy only (torch keeps the per-chunk path).
+        self._fused: FusedTerms | None = None
+        self._fused_tried = ops.xp is not np
 
     def fused_terms(self, xs: Any) -> FusedTerms | None:
         """All chunks' terms at once (numpy only, within a memory budget), else None."""
-        if self._fused is False:
+        if not self._fused_tried:
+            self._fused_tried = True
             self._fused = fused_terms(self.plan, xs)
-            if self._fused is None:
-                self._fused = True
-        return None if self._fused is True else self._fused
+        return self._fused
 
     def _keep(self, elements: int) -> bool:
         if self._cached + elements > _CACHE_ELEMENTS:
