@@ -199,6 +199,12 @@ class CalibrationMetrics:
             labels,
             registry=registry,
         )
+        self.span = Gauge(
+            f"{PREFIX}_lowess_span",
+            "LOWESS span of the current curve (chosen by cross-validation when frac is auto)",
+            labels,
+            registry=registry,
+        )
         self.refit_duration = Histogram(
             f"{PREFIX}_refit_duration_seconds",
             "Time to refit a calibration curve",
@@ -234,6 +240,8 @@ class CalibrationMetrics:
             self.slope.labels(model=model, group=group).set(stats.slope_per_1k)
         if drift is not None:
             self.drift.labels(model=model, group=group).set(drift)
+        if getattr(curve, "span", None) is not None:
+            self.span.labels(model=model, group=group).set(curve.span)
 
     def restored(self, model: str, group: str, version: int, samples: int) -> None:
         self.version.labels(model=model, group=group).set(version)
