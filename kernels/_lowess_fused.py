@@ -68,9 +68,9 @@ _SHIFT = _shift_matrix()
 class FusedTerms:
     """x-only parts of all chunks' prefix sums, built once per plan.
 
-    ``power_a`` (12 x columns, groups): row ``(j, k)`` holds ``v^j`` of the rows of
-    segment column ``k`` at their groups (reset columns are empty), so ``power_a @ a_g``
-    is every segment's power sums of ``a v^j``; ``power_b`` the same for ``j < 11``.
+    ``power`` (12 x columns, groups): row ``(j, k)`` holds ``v^j`` of the rows of
+    segment column ``k`` at their groups (reset columns are empty), so
+    ``power @ [a_g, b_g]`` is every segment's power sums of ``a v^j`` and ``b v^j``.
     ``lo``, ``mid``, ``hi1``: per chunk anchor, the index into the cumulative sums (one
     longer than the columns) of its window's first row, first right-half row and one past
     its last row. ``chunk_first``: first column of each chunk (a reset column precedes
@@ -81,8 +81,7 @@ class FusedTerms:
     """
 
     anchors: np.ndarray
-    power_a: sp.csr_array
-    power_b: sp.csr_array
+    power: sp.csr_array
     columns: int
     chunk_first: np.ndarray
     lo: np.ndarray
@@ -153,19 +152,19 @@ def fused_terms(plan: FitPlan, xs: np.ndarray) -> FusedTerms | None:
     col_len = np.zeros(columns, dtype=np.int64)
     col_len[np.arange(starts.size) + seg_chunk] = seg_len
 
-    def power_matrix(count: int) -> sp.csr_array:
-        indptr = np.concatenate([[0], np.cumsum(np.tile(col_len, count))])
-        return sp.csr_array(
-            (vpow[:count].ravel(), np.tile(rows, count), indptr),
-            shape=(count * columns, xs.size),
-        )
+    indptr = np.zeros(_POWERS * columns + 1, dtype=np.int64)
+    # Row pointers of the (power, column) rows: the column lengths, once per power.
+    np.cumsum(np.broadcast_to(col_len, (_POWERS, columns)), out=indptr[1:])
+    power = sp.csr_array(
+        (vpow.ravel(), np.broadcast_to(rows, (_POWERS, total)).ravel(), indptr),
+        shape=(_POWERS * columns, xs.size),
+    )
 
     coef_a = coef.reshape(m, 3, 2 * _POWERS).transpose(1, 2, 0)
     coef_b = coef[:, :2, :, :_LAST].reshape(m, 2, 2 * _LAST).transpose(1, 2, 0)
     return FusedTerms(
         anchors=anchors,
-        power_a=power_matrix(_POWERS),
-        power_b=power_matrix(_LAST),
+        power=power,
         columns=columns,
         chunk_first=(np.searchsorted(starts, offset) + np.arange(len(chunks))).astype(np.int64),
         lo=index(lo),
@@ -182,8 +181,9 @@ def fused_moments(
     """Window sums of every chunk anchor, and a mask of fits to recompute directly."""
     n_col = terms.columns
     seg = np.empty((_POWERS + _LAST, n_col))
-    seg[:_POWERS] = (terms.power_a @ a_g).reshape(_POWERS, n_col)
-    seg[_POWERS:] = (terms.power_b @ b_g).reshape(_LAST, n_col)
+    both = (terms.power @ np.column_stack([a_g, b_g])).reshape(_POWERS, n_col, 2)
+    seg[:_POWERS] = both[:, :, 0]
+    seg[_POWERS:] = both[:_LAST, :, 1]
     first = terms.chunk_first
     if first.size > 1:
         # Reset columns (empty so far, hence 0 in the totals) get minus their chunk's total.
