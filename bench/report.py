@@ -2,7 +2,8 @@
 
 Sections, in order, where their file exists: serving (serving.md), calibration cost
 (calibration_cost.md), LOWESS kernels (the fresh run ``lowess-run.md``, else the recorded
-``lowess.md``; the recorded run's notes are appended), the default model
+``lowess.md``; the recorded run's notes are appended), the recorded exact-LOWESS-at-every-
+span and auto-span refit reports (``lowess_spans.md``, ``auto_span.md``), the default model
 (``default_model.md``, written by its own build/eval scripts; always taken from
 bench/results/). Each report keeps its own command line, load average and medians;
 headings are shifted so that each report is a section.
@@ -187,6 +188,12 @@ def main() -> None:
             ]
     else:
         lines += ["## LOWESS kernels: not run", ""]
+    # Run by hand (see each file's command): exact LOWESS at every span, and the refit
+    # cost of calibration_frac=auto.
+    for name in ("lowess_spans.md", "auto_span.md"):
+        path = RECORDED / name
+        if path.exists():
+            lines.append(demote(path.read_text()))
     default_model = RECORDED / "default_model.md"
     if default_model.exists():
         lines.append(demote(default_model.read_text()))

@@ -8,8 +8,12 @@ from .curve import LowessCurve
 from .lowess import lowess, lowess_curve
 from .penalty import length_penalty
 from .rc_mean import rc_mean, rc_mean_radius
+from .span import DEFAULT_SPANS, SpanChoice, choose_span
 
 __all__ = [
+    "DEFAULT_SPANS",
+    "SpanChoice",
+    "choose_span",
     "LowessCurve",
     "length_penalty",
     "lowess",

@@ -39,6 +39,8 @@ class LocalFits:
         self.xs = xs
         self.dw = DeviceWindows(ops, plan)
         self.moments = moments
+        # Hat value per unit weight of each anchor, from the last call (for run(leverage=True)).
+        self.leverage: Any = None
 
     def __call__(
         self,
@@ -56,13 +58,18 @@ class LocalFits:
         """
         ops, dw = self.ops, self.dw
         if self.moments is None:
-            _, sbar, var, ybar, cov = default_moments(ops, self.xs, a_g, b_g, dw)
+            m0, sbar, var, ybar, cov = default_moments(ops, self.xs, a_g, b_g, dw)
         else:
-            _, sbar, var, ybar, cov = self.moments(self.xs, a_g, b_g, dw)
+            m0, sbar, var, ybar, cov = self.moments(self.xs, a_g, b_g, dw)
         r = dw.radius
         var_x = var * r * r
         slope = cov * r / ops.xp.where(var_x > 1e-12, var_x, 1e-12)
         fit = ybar - sbar * r * slope
+        # Hat value of an observation at the anchor (tricube weight 1) per unit robustness
+        # weight: 1/m0 + (u - xbar)^2 / (m0 var_x), with the same variance floor as the fit.
+        self.leverage = (
+            1.0 + sbar * sbar * r * r / ops.xp.where(var_x > 1e-12, var_x, 1e-12)
+        ) / ops.xp.where(m0 > 0, m0, 1.0)
         c12, c6 = positive
         upper = ops.host(c12[dw.inner[1]] - c12[dw.inner[0]])
         lower = ops.host(c6[dw.core[1]] - c6[dw.core[0]])

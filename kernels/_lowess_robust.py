@@ -76,8 +76,25 @@ class _ExactCounter:
         return out
 
 
-def run(ops: ArrayOps, problem: Problem, moments: MomentsFn | None = None) -> np.ndarray:
-    """Fitted values at every group (or at ``final_plan``'s anchors), as host float64."""
+@dataclass(frozen=True)
+class Leverage:
+    """What leave-one-out residuals need from the last pass (``run(..., leverage=True)``).
+
+    ``per_group``: hat value of an observation at its own x per unit robustness weight
+    (1 where statsmodels skips the regression: no leave-one-out value there); ``rw``: the
+    robustness weights of the last pass per observation (None when ``it == 0``: all 1).
+    The hat value of observation i is ``rw[i] * per_group[inverse[i]]``.
+    """
+
+    per_group: np.ndarray
+    rw: np.ndarray | None
+
+
+def run(
+    ops: ArrayOps, problem: Problem, moments: MomentsFn | None = None, leverage: bool = False
+) -> Any:
+    """Fitted values at every group (or at ``final_plan``'s anchors), as host float64;
+    with ``leverage``, also the last pass's :class:`Leverage` (data fits only)."""
     g = problem.groups
     y_center = float(np.mean(problem.y))
     yc = ops.array(problem.y - y_center)
@@ -137,6 +154,14 @@ def run(ops: ArrayOps, problem: Problem, moments: MomentsFn | None = None) -> np
             left, share = interp
             fit = share * fit[left + 1] + (1.0 - share) * fit[left]
         if p == problem.it:
-            return ops.host(fit) + y_center
+            out = ops.host(fit) + y_center
+            if not leverage:
+                return out
+            lev = ops.host(fitter.leverage).copy()
+            lev[fail] = 1.0
+            if interp is not None:
+                left, share = (ops.host(a) for a in interp)
+                lev = share * lev[left + 1] + (1.0 - share) * lev[left]
+            return out, Leverage(lev, None if rw is None else ops.host(rw))
         rw = ops.robustness_weights(yc, fit, inverse)
     raise AssertionError("unreachable")

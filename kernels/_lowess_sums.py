@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ._lowess_fused import FusedTerms, fused_moments, fused_terms
 from ._lowess_ops import ArrayOps, Stats
 from ._lowess_plan import Chunk, FitPlan, direct_blocks
 
@@ -81,6 +82,16 @@ class DeviceWindows:
         self._direct: dict[int, _DirectTerms] = {}
         self._cached = 0
         self._redo: tuple[np.ndarray, list[_DirectTerms]] | None = None
+        # Built on first use; numpy only (torch keeps the per-chunk path).
+        self._fused: FusedTerms | None = None
+        self._fused_tried = ops.xp is not np
+
+    def fused_terms(self, xs: Any) -> FusedTerms | None:
+        """All chunks' terms at once (numpy only, within a memory budget), else None."""
+        if not self._fused_tried:
+            self._fused_tried = True
+            self._fused = fused_terms(self.plan, xs)
+        return self._fused
 
     def _keep(self, elements: int) -> bool:
         if self._cached + elements > _CACHE_ELEMENTS:
@@ -291,7 +302,13 @@ def default_moments(ops: ArrayOps, xs: Any, a_g: Any, b_g: Any, dw: DeviceWindow
         for dst, src in zip(out, _direct(ops, block, a_g, b_g), strict=True):
             dst[block.idx] = src
     redo: list[np.ndarray] = []
-    for i, (idx, chunk) in enumerate(dw.chunks):
+    fused = dw.fused_terms(xs) if dw.chunks else None
+    if fused is not None:
+        stats, suspect = fused_moments(fused, a_g, b_g, dw.plan.max_amplification)
+        for dst, src in zip(out, stats, strict=True):
+            dst[fused.anchors] = src
+        redo.append(fused.anchors[suspect])
+    for i, (idx, chunk) in enumerate([] if fused is not None else dw.chunks):
         terms = dw.chunk_terms(i, xs)
         stats, suspect = _chunked(ops, dw, a_g, b_g, terms, chunk)
         for dst, src in zip(out, stats, strict=True):
@@ -299,7 +316,7 @@ def default_moments(ops: ArrayOps, xs: Any, a_g: Any, b_g: Any, dw: DeviceWindow
         bad = ops.host(suspect)
         if bad.any():
             redo.append(chunk.anchors[bad])
-    if redo:
+    if redo and any(r.size for r in redo):
         for block in dw.redo_terms(np.concatenate(redo), xs):
             for dst, src in zip(out, _direct(ops, block, a_g, b_g), strict=True):
                 dst[block.idx] = src

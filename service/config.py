@@ -218,12 +218,11 @@ class Settings(BaseSettings):
     calibration_alpha: float = Field(
         default=1.0, ge=0, le=MAX_ALPHA, description="Strength of removal."
     )
-    calibration_frac: float = Field(
-        default=1.0,
-        gt=0,
-        le=1,
-        description="LOWESS span: 1.0 (paper, RewardBench) is smoothest; 0.3 (paper, "
-        "AlpacaEval) follows the curve more closely and costs more per refit.",
+    calibration_frac: float | Literal["auto"] = Field(
+        default="auto",
+        description="LOWESS span: auto (default) lets each refit choose it by "
+        "leave-one-out cross-validation on the window; a number in (0, 1] fixes it "
+        "(1.0: the paper's RewardBench setting, smoothest; 0.3: its AlpacaEval setting).",
     )
     calibration_center: CalibrationCenter = Field(
         default="none", description="none: residuals near 0 (paper); mean: keep reward level."
@@ -298,6 +297,13 @@ class Settings(BaseSettings):
     def _split_features(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("calibration_frac", mode="after")
+    @classmethod
+    def _check_frac(cls, value: float | str) -> float | str:
+        if value != "auto" and not 0.0 < float(value) <= 1.0:
+            raise ValueError(f"calibration_frac must be 'auto' or in (0, 1], got {value!r}")
         return value
 
     @field_validator("cache_dir", "state_dir", "model_path", mode="after")

@@ -255,6 +255,13 @@ class CalibrationMetrics:
             registry=registry,
         )
         self.store_up.set(1)
+        self.span = Gauge(
+            f"{PREFIX}_lowess_span",
+            "LOWESS span of the current curve (chosen by cross-validation when frac is auto)",
+            labels,
+            multiprocess_mode="mostrecent",
+            registry=registry,
+        )
         self.refit_duration = Histogram(
             f"{PREFIX}_refit_duration_seconds",
             "Time to refit a calibration curve",
@@ -290,6 +297,8 @@ class CalibrationMetrics:
             self.slope.labels(model=model, group=group).set(stats.slope_per_1k)
         if drift is not None:
             self.drift.labels(model=model, group=group).set(drift)
+        if getattr(curve, "span", None) is not None:
+            self.span.labels(model=model, group=group).set(curve.span)
 
     def store(self, up: bool, buffered: int, dropped_total: int) -> None:
         self.store_up.set(1 if up else 0)
@@ -305,7 +314,7 @@ class CalibrationMetrics:
 
     def forget(self, model: str, group: str) -> None:
         """Drop a deleted group's series, so that deleted groups do not pile up labels."""
-        for metric in (self.response_chars, self.slope, self.drift, self.version):
+        for metric in (self.response_chars, self.slope, self.drift, self.version, self.span):
             _remove(metric, model, group)
         _remove(self.window_samples, model, group)
         for kind in ("raw", "calibrated"):

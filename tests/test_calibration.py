@@ -77,6 +77,7 @@ def test_features_in_sequence_fit_on_the_residual() -> None:
     raw = raw + 0.3 * features[:, 2]  # a markdown bias on top
     config = StreamConfig(
         method="lowess",
+        frac=1.0,
         window=4096,
         min_samples=10,
         features=(FeatureStep(feature="chars"), FeatureStep(feature="markdown", alpha=1.0)),

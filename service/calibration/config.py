@@ -41,7 +41,11 @@ class StreamConfig(BaseModel):
     features: tuple[FeatureStep, ...] = Field(
         default=(FeatureStep(),), min_length=1, description="Applied in sequence."
     )
-    frac: float = Field(default=1.0, gt=0, le=1, description="LOWESS span.")
+    frac: float | Literal["auto"] = Field(
+        default="auto",
+        description="LOWESS span in (0, 1], or auto: each refit chooses it from a grid by "
+        "leave-one-out cross-validation on the window (kernels.choose_span).",
+    )
     it: int = Field(default=3, ge=0, le=10, description="LOWESS robustness iterations.")
     lowess_mode: Literal["exact", "grid", "auto"] = Field(
         default="auto",
@@ -74,6 +78,8 @@ class StreamConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> StreamConfig:
+        if self.frac != "auto" and not 0.0 < self.frac <= 1.0:
+            raise ValueError(f"frac must be in (0, 1] or 'auto', got {self.frac}")
         names = [step.feature for step in self.features]
         if len(set(names)) != len(names):
             raise ValueError(f"features repeat: {names}")

@@ -95,6 +95,14 @@ class Curve:
     stats: CurveStats
     fitted_at: float = field(default_factory=time.time)
 
+    @property
+    def span(self) -> float | None:
+        """LOWESS span of the first feature's curve (None for other methods)."""
+        for component in self.components:
+            if isinstance(component.estimator, LowessBias):
+                return component.estimator.frac
+        return None
+
     def apply_arrays(self, features: Array, raw: Array) -> tuple[Array, Array]:
         """(calibrated, bias) for features (n, F) and raw (n,)."""
         bias = np.zeros_like(raw)

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from kernels import LowessCurve, lowess_curve, rc_mean
+from kernels import LowessCurve, choose_span, lowess_curve, rc_mean
 
 Array = npt.NDArray[np.float64]
 
@@ -35,22 +35,35 @@ class BiasEstimator(Protocol):
 
 @dataclass(frozen=True, eq=False)
 class LowessBias:
-    """RC-LWR: LOWESS of reward on the feature (the paper's main method)."""
+    """RC-LWR: LOWESS of reward on the feature (the paper's main method).
+
+    ``frac`` is the span the curve was fitted with: the configured one, or the one
+    cross-validation chose when the stream's ``frac`` is ``"auto"`` (None for curves
+    stored before spans were recorded).
+    """
 
     curve: LowessCurve
+    frac: float | None = None
     kind: str = "lowess"
 
     @classmethod
-    def fit(cls, c: Array, r: Array, frac: float, it: int, mode: str) -> LowessBias:
+    def fit(cls, c: Array, r: Array, frac: float | str, it: int, mode: str) -> LowessBias:
         if mode == "auto":
             mode = "exact" if c.size <= EXACT_LOWESS_MAX_SAMPLES else "grid"
-        return cls(lowess_curve(c, r, frac=frac, it=it, mode=mode))  # type: ignore[arg-type]
+        if frac == "auto":
+            finite = np.isfinite(c) & np.isfinite(r)
+            if int(finite.sum()) >= 3:
+                choice = choose_span(c, r, it=it, mode=mode)  # type: ignore[arg-type]
+                return cls(choice.curve, choice.frac)
+            frac = 1.0
+        span = float(frac)
+        return cls(lowess_curve(c, r, frac=span, it=it, mode=mode), span)  # type: ignore[arg-type]
 
     def __call__(self, c: Array) -> Array:
         return np.asarray(self.curve(c), dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **self.curve.to_dict()}
+        return {"kind": self.kind, **self.curve.to_dict(), "frac": self.frac}
 
     def points(self, max_points: int = 200) -> tuple[list[float], list[float]]:
         xs, ys = self.curve.xs, self.curve.ys
@@ -139,7 +152,11 @@ class PenaltyBias:
 def estimator_from_dict(data: dict[str, Any]) -> BiasEstimator:
     kind = data.get("kind")
     if kind == "lowess":
-        return LowessBias(LowessCurve(np.asarray(data["xs"]), np.asarray(data["ys"])))
+        frac = data.get("frac")
+        return LowessBias(
+            LowessCurve(np.asarray(data["xs"]), np.asarray(data["ys"])),
+            None if frac is None else float(frac),
+        )
     if kind == "mean":
         return MeanBias(
             np.asarray(data["xs"], dtype=np.float64),

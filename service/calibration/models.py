@@ -35,6 +35,9 @@ class LowessEstimatorModel(_Strict):
     kind: Literal["lowess"]
     xs: Points = Field(description="Distinct feature values, strictly increasing.")
     ys: Points = Field(description="Fitted bias at each x.")
+    frac: float | None = Field(
+        default=None, gt=0, le=1, description="The span it was fitted with (auto: chosen)."
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> LowessEstimatorModel:
@@ -97,7 +100,6 @@ class StatsModel(_Strict):
     spearman_calibrated: float | None = None
     slope_per_1k: float | None = None
     feature_range: tuple[float, float] | None = None
-    frac: float | None = Field(default=None, gt=0, le=1, description="LOWESS span used.")
 
 
 class CurveModel(_Strict):

@@ -5,7 +5,10 @@ Input (by extension: ``.jsonl``, ``.csv``, ``.json``, each optionally ``.gz``) i
 - RewardBench-style pairs: ``scores_chosen``, ``scores_rejected`` (a number or a
   one-element list), ``chosen``, ``rejected`` (response text) and ``subset``; or
 - scored samples: ``reward`` and a length (``chars`` or ``length``, else the characters of
-  ``text`` / ``response``), optionally ``group`` (each group is calibrated on its own).
+  ``text`` / ``response``), optionally ``group`` (each group is calibrated on its own); or
+- with ``--protocol alpacaeval``, model outputs to AlpacaEval: ``generator``,
+  ``instruction`` (or ``index``), ``output``, ``score``; the paper's per-model win rates
+  against ``--baseline``, raw and calibrated (``service.offline.alpacaeval``).
 
 The command prints the length Spearman before/after and, for pairs, RewardBench's section
 scores before/after; ``--out`` writes the rows back with calibrated columns added.
@@ -91,16 +94,56 @@ def add_calibrate_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--method",
-        choices=["lowess", "mean", "penalty"],
+        choices=["lowess", "lowess-penalty", "mean", "penalty"],
         default="lowess",
-        help="bias estimate: RC-LWR (LOWESS), RC-Mean, or the length penalty (default: lowess)",
+        help="bias estimate: RC-LWR (LOWESS), RC-LWR-Penalty (the length penalty, then "
+        "RC-LWR), RC-Mean, or the length penalty (default: lowess)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=["in-sample", "alpacaeval"],
+        default="in-sample",
+        help="in-sample: calibrate the file's own pool (RewardBench pairs, scored samples; "
+        "default); alpacaeval: per-model win rates against a baseline",
+    )
+    parser.add_argument(
+        "--baseline",
+        default="gpt4_1106_preview",
+        help="AlpacaEval: the baseline generator (default: gpt4_1106_preview)",
+    )
+    parser.add_argument(
+        "--reference-column",
+        default=None,
+        metavar="COLUMN",
+        help="AlpacaEval: a per-generator reference (e.g. an Arena score) to rank-correlate "
+        "the win rates with",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="local tokenizer for the tokens feature and --penalty-length text",
+    )
+    parser.add_argument(
+        "--markdown-patterns",
+        choices=["rewardcal", "paper"],
+        default="rewardcal",
+        help="markdown feature: rewardcal's patterns (the service's; default) or the paper's",
+    )
+    parser.add_argument(
+        "--penalty-length",
+        choices=["response", "text"],
+        default="response",
+        help="length the penalty uses: the response's characters (default) or the whole "
+        "conversation under the tokenizer's chat template (the paper's text_len_char)",
     )
     parser.add_argument(
         "--feature",
         nargs="+",
-        choices=["chars", "markdown"],
+        choices=["chars", "tokens", "markdown"],
         default=["chars"],
-        metavar="{chars,markdown}",
+        metavar="{chars,tokens,markdown}",
         help="characteristic(s) to remove, in sequence (default: chars)",
     )
     parser.add_argument(
@@ -113,8 +156,9 @@ def add_calibrate_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--frac",
         type=_fraction,
-        default=1.0,
-        help="LOWESS span (default: 1.0, the paper's RewardBench setting)",
+        default=None,
+        help="LOWESS span (default: 1.0, the paper's RewardBench setting; 0.3 with "
+        "--protocol alpacaeval, its AlpacaEval setting)",
     )
     parser.add_argument(
         "--it", type=_count(0), default=3, help="LOWESS robustness iterations (default: 3)"
@@ -198,6 +242,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from service.offline.measure import Measure
     from service.offline.protocol import (
         Options,
         calibrate_pairs,
@@ -210,18 +255,22 @@ def _run(args: argparse.Namespace) -> int:
 
     features = tuple(args.feature)
     alphas = tuple(args.alpha) * len(features) if len(args.alpha) == 1 else tuple(args.alpha)
+    measure = Measure(args.markdown_patterns, args.tokenizer)
+    if args.protocol == "alpacaeval":
+        return _run_alpacaeval(args, features, alphas, measure)
     try:
         options = Options(
             method=args.method,
             features=features,
             alphas=alphas,
-            frac=args.frac,
+            frac=1.0 if args.frac is None else args.frac,
             it=args.it,
             center=args.center,
             ratio=args.ratio,
             min_neighbors=args.min_neighbors,
             radius=args.radius,
             coef=args.coef,
+            penalty_length=args.penalty_length,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
@@ -231,7 +280,7 @@ def _run(args: argparse.Namespace) -> int:
     table = read_table(path, show_progress=show)
     kind = detect_kind(table, source)
     if kind == "pairs":
-        pairs = pair_data(table, source, features, show)
+        pairs = pair_data(table, source, features, show, measure, args.penalty_length)
         result = calibrate_pairs(pairs, options, show)
         metrics = pair_metrics(source, pairs, result, options, args.xstest_weights)
         if args.out is not None:
@@ -243,7 +292,9 @@ def _run(args: argparse.Namespace) -> int:
         )
         curves = {"pool": np.arange(2 * pairs.size, dtype=np.int64)}
     else:
-        samples = sample_data(table, source, features, show)
+        if args.penalty_length == "text":
+            raise InputError("--penalty-length text needs a pair file (prompt column)")
+        samples = sample_data(table, source, features, show, measure)
         result, parts, index = calibrate_samples(samples, options, show)
         metrics = sample_metrics(source, samples, result, parts, index, options)
         if args.out is not None:
@@ -273,6 +324,69 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(f"wrote {args.plot}")
     if args.json_path is not None:
+        try:
+            args.json_path.parent.mkdir(parents=True, exist_ok=True)
+            args.json_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{args.json_path}: cannot write: {exc}") from None
+        print(f"wrote {args.json_path}")
+    return 0
+
+
+def _run_alpacaeval(
+    args: argparse.Namespace, features: tuple[str, ...], alphas: tuple[float, ...], measure: Any
+) -> int:
+    from service.offline.alpacaeval import (
+        AlpacaOptions,
+        alpaca_data,
+        calibrate_alpacaeval,
+        format_alpaca_report,
+    )
+
+    if args.method == "mean":
+        raise InputError("--protocol alpacaeval offers lowess, lowess-penalty and penalty")
+    if len(alphas) != len(features):
+        raise InputError(f"{len(alphas)} alpha(s) for {len(features)} feature(s)")
+    options = AlpacaOptions(
+        method=args.method,
+        features=features,
+        alphas=alphas,
+        frac=0.3 if args.frac is None else args.frac,
+        it=args.it,
+        coef=args.coef,
+        penalty_length=args.penalty_length,
+        baseline=args.baseline,
+    )
+    source = str(args.file)
+    show = sys.stderr.isatty() if args.progress is None else bool(args.progress)
+    table = read_table(args.file, show_progress=show)
+    data = alpaca_data(table, source, options, measure, args.reference_column)
+    result = calibrate_alpacaeval(data, options)
+    print(format_alpaca_report(source, options, result))
+    if args.out is not None:
+        for i, row in enumerate(table.rows):
+            row["score_calibrated"] = float(result.calibrated[i])
+            row["margin"] = float(result.margins[i])
+            row["margin_calibrated"] = float(result.calibrated_margins[i])
+        write_table(args.out, table, table_format(args.out), show)
+        print(f"\nwrote {args.out}")
+    if args.json_path is not None:
+        metrics = {
+            "source": source,
+            "protocol": "alpacaeval",
+            "options": {
+                "method": options.method,
+                "features": list(options.features),
+                "alphas": list(options.alphas),
+                "frac": options.frac,
+                "it": options.it,
+                "coef": options.coef,
+                "penalty_length": options.penalty_length,
+                "baseline": options.baseline,
+            },
+            "leaderboard": result.leaderboard,
+            "rank_correlation": result.correlation,
+        }
         try:
             args.json_path.parent.mkdir(parents=True, exist_ok=True)
             args.json_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

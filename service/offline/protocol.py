@@ -33,8 +33,12 @@ pairs, the mean gap between any two samples of the group / ratio (as the online 
 do). As in the paper's script, a pair is calibrated only when both of its windows hold at
 least ``min_neighbors`` samples; otherwise both rewards stay as they are. The length
 penalty is ``b_hat(c) = coef * c`` (0.001 per character in the paper, whose script measures
-the whole templated conversation for it; here ``c`` is the response's feature, as for the
-other methods).
+the whole templated conversation for it; here ``c`` is the response's characters by
+default, the templated conversation with ``penalty_length="text"``).
+
+RC-LWR-Penalty (``method="lowess-penalty"``, the script's ``with_penalty=True``) subtracts
+the length penalty from every reward first and then runs RC-LWR on what is left.
+``tokens`` and the paper's markdown patterns come from :mod:`service.offline.measure`.
 """
 
 from __future__ import annotations
@@ -46,20 +50,22 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from service.features import markdown_count
 from service.offline.io import InputError, Table, decode_cell, progress
+from service.offline.measure import Measure
 
 Array = npt.NDArray[np.float64]
-Method = Literal["lowess", "mean", "penalty"]
+Method = Literal["lowess", "lowess-penalty", "mean", "penalty"]
 Center = Literal["none", "mean"]
 Kind = Literal["pairs", "samples"]
 
-OFFLINE_FEATURES = ("chars", "markdown")
+OFFLINE_FEATURES = ("chars", "tokens", "markdown")
+# Key of the penalty's length in a pool's feature dict (not a feature of its own).
+PENALTY_LENGTH = "_penalty_length"
 DEFAULT_GROUP = "default"
 PAIR_COLUMNS = ("scores_chosen", "scores_rejected", "chosen", "rejected")
 TEXT_COLUMNS = ("text", "response")
 LENGTH_COLUMNS = ("chars", "length")
-_GIVEN = {"chars": LENGTH_COLUMNS, "markdown": ("markdown",)}
+_GIVEN = {"chars": LENGTH_COLUMNS, "tokens": ("tokens",), "markdown": ("markdown",)}
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class Options:
     min_neighbors: int = 20
     radius: float | None = None
     coef: float = 0.001
+    penalty_length: Literal["response", "text"] = "response"
 
     def __post_init__(self) -> None:
         if not self.features:
@@ -189,16 +196,27 @@ def _cell(row: dict[str, Any], column: str, number: int) -> Any:
 
 
 def pair_data(
-    table: Table, source: str, features: Sequence[str], show_progress: bool = False
+    table: Table,
+    source: str,
+    features: Sequence[str],
+    show_progress: bool = False,
+    measure: Measure | None = None,
+    penalty_length: str = "response",
 ) -> PairData:
-    """Scores, subsets and features of a RewardBench-style pair file."""
+    """Scores, subsets and features of a RewardBench-style pair file.
+
+    With ``penalty_length="text"`` the penalty's length (``PENALTY_LENGTH``) is the
+    characters of ``prompt`` and the response under the tokenizer's chat template."""
     _require(table, source, PAIR_COLUMNS, "pair file")
+    measure = measure or Measure()
+    if penalty_length == "text":
+        _require(table, source, ("prompt",), "--penalty-length text")
     csv_cells = table.fmt == "csv"
     n = len(table.rows)
     chosen, rejected = np.empty(n), np.empty(n)
     wanted = ("chars", *[f for f in features if f != "chars"])
-    feats_c = {f: np.empty(n) for f in wanted}
-    feats_r = {f: np.empty(n) for f in wanted}
+    feats_c = {f: np.empty(n) for f in (*wanted, PENALTY_LENGTH)}
+    feats_r = {f: np.empty(n) for f in (*wanted, PENALTY_LENGTH)}
     has_subset = "subset" in table.columns
     subsets: list[str] = []
     rows = progress(table.rows, "features", show_progress, unit=" pairs", total=n)
@@ -209,22 +227,27 @@ def pair_data(
         text_c = _text(_cell(row, "chosen", number), "chosen", number, csv_cells)
         text_r = _text(_cell(row, "rejected", number), "rejected", number, csv_cells)
         for name in wanted:
-            feats_c[name][i] = _feature(name, text_c)
-            feats_r[name][i] = _feature(name, text_r)
+            feats_c[name][i] = measure(name, text_c)
+            feats_r[name][i] = measure(name, text_r)
+        if penalty_length == "text":
+            prompt = _text(_cell(row, "prompt", number), "prompt", number, csv_cells)
+            feats_c[PENALTY_LENGTH][i] = measure.text_chars(prompt, text_c)
+            feats_r[PENALTY_LENGTH][i] = measure.text_chars(prompt, text_r)
+        else:
+            feats_c[PENALTY_LENGTH][i] = len(text_c)
+            feats_r[PENALTY_LENGTH][i] = len(text_r)
         if has_subset:
             subset = row.get("subset")
             subsets.append(DEFAULT_GROUP if subset in (None, "") else str(subset))
     return PairData(chosen, rejected, subsets if has_subset else None, feats_c, feats_r)
 
 
-def _feature(name: str, text: str) -> float:
-    if name == "chars":
-        return float(len(text))
-    return float(markdown_count(text))
-
-
 def sample_data(
-    table: Table, source: str, features: Sequence[str], show_progress: bool = False
+    table: Table,
+    source: str,
+    features: Sequence[str],
+    show_progress: bool = False,
+    measure: Measure | None = None,
 ) -> SampleData:
     """Rewards, groups and features of a file of scored samples.
 
@@ -243,6 +266,7 @@ def sample_data(
             f"{source}: feature markdown needs a 'markdown' column or the response in "
             "'text' or 'response'"
         )
+    measure = measure or Measure()
     csv_cells = table.fmt == "csv"
     n = len(table.rows)
     reward = np.empty(n)
@@ -263,10 +287,10 @@ def sample_data(
             if text is None:
                 column = next((c for c in text_columns if row.get(c) is not None), None)
                 if column is None:
-                    need = "length, chars" if name == "chars" else "markdown"
+                    need = "length, chars" if name == "chars" else name
                     raise InputError(f"row {number}: no {need}, text or response to measure")
                 text = _text(row[column], column, number, csv_cells)
-            feats[name][i] = _feature(name, text)
+            feats[name][i] = measure(name, text)
         group = row.get("group") if has_groups else None
         groups.append(DEFAULT_GROUP if group in (None, "") else str(group))
     return SampleData(reward, groups, feats, has_groups)
@@ -342,11 +366,15 @@ def calibrate_pool(
 
     residual = raw.astype(np.float64, copy=True)
     steps: list[Step] = []
+    penalty_c = features.get(PENALTY_LENGTH, features["chars"])
+    if options.method == "lowess-penalty":
+        # RC-LWR-Penalty: the penalty first, then RC-LWR on what it leaves.
+        residual = residual - options.coef * penalty_c
     todo = list(zip(options.features, options.alphas, strict=True))
     for feature, alpha in progress(todo, f"fitting ({options.method})", show_progress):
         c = features[feature]
         radius: float | None = None
-        if options.method == "lowess":
+        if options.method in ("lowess", "lowess-penalty"):
             b_hat = _lowess_bias(c, residual, options)
         elif options.method == "mean":
             if options.radius is not None:
@@ -363,7 +391,8 @@ def calibrate_pool(
                 b_hat[:pairs][~both] = np.nan
                 b_hat[pairs:][~both] = np.nan
         elif options.method == "penalty":
-            b_hat = options.coef * c  # calibrated = reward - coef * c (alpha 1, no center)
+            # calibrated = reward - coef * length (alpha 1, no center)
+            b_hat = options.coef * (penalty_c if feature == "chars" else c)
         else:  # pragma: no cover - Options is typed
             raise ValueError(f"unknown method {options.method!r}")
         finite = np.isfinite(b_hat)

@@ -61,12 +61,12 @@ def _options(options: Options, xstest_weights: XstestWeights | None) -> dict[str
         "alphas": list(options.alphas),
         "center": options.center,
     }
-    if options.method == "lowess":
+    if options.method in ("lowess", "lowess-penalty"):
         out.update(frac=options.frac, it=options.it, delta=0.0)
     elif options.method == "mean":
         out.update(ratio=options.ratio, min_neighbors=options.min_neighbors, radius=options.radius)
-    else:
-        out.update(coef=options.coef)
+    if options.method in ("penalty", "lowess-penalty"):
+        out.update(coef=options.coef, penalty_length=options.penalty_length)
     if xstest_weights is not None:
         out["xstest_weights"] = xstest_weights
     return out
@@ -222,6 +222,12 @@ def _describe(options: dict[str, Any]) -> str:
     method = options["method"]
     if method == "lowess":
         how = f"RC-LWR (LOWESS frac {options['frac']:g}, it {options['it']}, delta 0)"
+    elif method == "lowess-penalty":
+        how = (
+            f"RC-LWR-Penalty (penalty coef {options['coef']:g} on the "
+            f"{options['penalty_length']} length, then LOWESS frac {options['frac']:g}, "
+            f"it {options['it']}, delta 0)"
+        )
     elif method == "mean":
         radius = options["radius"]
         how = (

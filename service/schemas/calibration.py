@@ -63,6 +63,11 @@ class StreamDetail(StreamSummary):
         description="Spearman(first feature, calibrated reward) over the current window."
     )
     slope_per_1k: float | None = Field(description="Bias per 1,000 units of the first feature.")
+    span: float | None = Field(
+        default=None,
+        description="LOWESS span of the current curve: the configured frac, or the one "
+        "cross-validation chose at the last refit when frac is auto (null: no LOWESS curve).",
+    )
 
 
 class CalibrationExport(BaseModel):

@@ -9,11 +9,13 @@ import numpy.typing as npt
 from statsmodels.nonparametric.smoothers_lowess import lowess as _sm_lowess
 
 FloatArray = npt.NDArray[np.float64]
-KINDS = ("continuous", "lengths", "heavy_ties")
+KINDS = ("continuous", "lengths", "length_diff", "heavy_ties")
 
 
 def make_data(kind: str, n: int, seed: int = 0) -> tuple[FloatArray, FloatArray]:
-    """Continuous x; integer response lengths (log-normal, many ties); few distinct x."""
+    """Continuous x; integer response lengths (log-normal, many ties); differences of two
+    lengths (near-continuous: integers with few ties, like a judge's length difference);
+    few distinct x."""
     rng = np.random.default_rng(seed)
     if kind == "continuous":
         x = rng.uniform(0.0, 10.0, n)
@@ -21,6 +23,10 @@ def make_data(kind: str, n: int, seed: int = 0) -> tuple[FloatArray, FloatArray]
     elif kind == "lengths":
         x = np.round(np.exp(rng.normal(np.log(700.0), 0.6, n)))
         y = 0.4 * np.log(x) + rng.standard_t(3, n)
+    elif kind == "length_diff":
+        a, b = np.exp(rng.normal(np.log(700.0), 0.6, (2, n)))
+        x = np.round(a - b)
+        y = np.tanh(x / 1200.0) + rng.logistic(0.0, 0.5, n)
     elif kind == "heavy_ties":
         x = rng.integers(0, 12, n).astype(np.float64)
         y = 0.1 * x + rng.normal(0.0, 1.0, n)

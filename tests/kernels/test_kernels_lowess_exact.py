@@ -12,7 +12,7 @@ from kernels import lowess
 
 # statsmodels with delta=0 is O(n * k): keep the big sizes to the frac values that matter.
 SIZES = (7, 60, 500, 3000)
-FRACS = (0.1, 0.3, 0.5, 1.0)
+FRACS = (0.1, 0.2, 0.3, 0.5, 1.0)
 
 
 @pytest.mark.parametrize("it", [0, 3])
@@ -35,6 +35,15 @@ def test_matches_statsmodels_50k_lengths(lengths_50k: tuple[np.ndarray, ...]) ->
     x, y, ref = lengths_50k
     assert np.unique(x).size < 5000  # heavy ties: the aggregated path is what is tested
     assert_close(lowess(x, y, 1.0, 3), ref, y, rel=1e-12)
+
+
+@pytest.mark.parametrize("frac", FRACS)
+@pytest.mark.parametrize("kind", ["lengths", "length_diff"])
+def test_matches_statsmodels_12k_every_span(kind: str, frac: float) -> None:
+    """The spans people use, on tie-heavy lengths (~1,500 distinct) and near-continuous
+    length differences (~3,000 distinct): dozens of chunks of prefix sums per fit."""
+    x, y = make_data(kind, 12_000, seed=12)
+    assert_close(lowess(x, y, frac, 3), sm_lowess(x, y, frac, 3), y)
 
 
 def test_result_follows_input_order() -> None:

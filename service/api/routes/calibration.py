@@ -91,6 +91,7 @@ def _detail(stream: CalibrationStream, features: Array, raw: Array) -> StreamDet
         spearman_raw=rho_raw,
         spearman_calibrated=rho_cal if curve is not None else rho_raw,
         slope_per_1k=slope,
+        span=curve.span if curve is not None else None,
     )
 
 
