@@ -152,6 +152,7 @@ def main() -> None:
         ("serving-256.md", args.results),
         ("batch_shapes.md", args.results),
         ("calibration_cost.md", args.results),
+        ("scale_out.md", args.results),
     ]
     lowess_run = args.results / "lowess-run.md"
     if not lowess_run.exists() and (args.results / "lowess.md").exists():

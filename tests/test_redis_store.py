@@ -213,10 +213,12 @@ async def test_a_stale_lock_holder_cannot_publish(engines: list[RedisCalibration
     await b._flush()  # noqa: SLF001
     await a._sync(MODEL, "run")  # noqa: SLF001
     stalled = asyncio.create_task(a._refit(a.stream(MODEL, "run")))  # noqa: SLF001
-    await asyncio.sleep(0.6)  # its lock expired, unrenewed
-    version = (await b.refit(MODEL, "run")).view().version
-    assert version >= 1
-    released.set()
+    try:
+        await asyncio.sleep(0.6)  # its lock expired, unrenewed
+        version = (await b.refit(MODEL, "run")).view().version
+        assert version >= 1
+    finally:
+        released.set()  # never leave the fitting thread blocked
     assert await stalled is None  # refused: "lock lost"
     await _eventually(lambda: a.current(MODEL, "run").version == version)
     assert (await a.get(MODEL, "run")).view().version == version
@@ -279,3 +281,18 @@ def test_scoring_survives_redis_going_away_and_coming_back(
         time.sleep(0.1)
     assert score(items[:1])["calibration"]["status"] == "calibrated"
     assert "rewardcal_calibration_store_up 1.0" in client.get("/metrics").text
+
+
+async def test_idle_groups_are_evicted_fleet_wide(engines: list[RedisCalibrationEngine]) -> None:
+    a, b = engines
+    await _observe(a, "old", 5, seed=1)
+    await _observe(b, "new", 5, seed=2)
+    await a._flush()  # noqa: SLF001
+    await b._flush()  # noqa: SLF001
+    groups_key = a._keys(MODEL, "").groups  # noqa: SLF001
+    await a._client.zadd(groups_key, {"old": time.time() - 7200})  # noqa: SLF001
+    a.idle_ttl_s = 3600
+    await a._evict_idle()  # noqa: SLF001
+    assert await a._client.zrange(groups_key, 0, -1) == [b"new"]  # noqa: SLF001
+    await _eventually(lambda: b.find(MODEL, "old") is None)
+    assert a.find(MODEL, "old") is None and b.find(MODEL, "new") is not None

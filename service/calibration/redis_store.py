@@ -280,16 +280,18 @@ class RedisCalibrationEngine(CalibrationEngine):
         ]
 
     async def stop(self) -> None:
+        """Stop the background tasks, flush what is buffered, close; never hangs (every
+        step has a deadline: a stop must not wait on an unreachable store)."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
         self._tasks = []
-        with contextlib.suppress(*_store_errors()):
-            await self._flush()  # a clean stop loses nothing
+        with contextlib.suppress(*_store_errors(), TimeoutError):
+            await asyncio.wait_for(self._flush(), timeout=5.0)  # a clean stop loses nothing
         if self._client is not None:
-            await self._client.aclose()
+            with contextlib.suppress(*_store_errors(), TimeoutError):
+                await asyncio.wait_for(self._client.aclose(), timeout=2.0)
             self._client = None
 
     def _contact(self) -> None:
