@@ -88,10 +88,10 @@ BROKEN = {
         "rate(rewardcal_request_duration_seconds_bucket[5m])",
         "RewardcalHighLatency",
     ),
-    "group limit out of step": (
+    "group limit ratio out of step": (
         "thresholds.yml",
-        "max_groups\n        expr: vector(64)",
-        "max_groups\n        expr: vector(128)",
+        "groups_used_ratio\n        expr: vector(0.8)",
+        "groups_used_ratio\n        expr: vector(0.9)",
         "RewardcalCalibrationGroupsNearLimit",
     ),
 }
