@@ -22,6 +22,7 @@ from service.backends.base import RewardBackend
 from service.config import Settings
 from service.tiny_models import build_tiny_reward_model
 from tests.fakes import FakeBackend
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +84,14 @@ def make_client(tmp_path: Path) -> Iterator[AppFactory]:
 @pytest.fixture
 def fake_backend(bert_tokenizer: Any) -> FakeBackend:
     return FakeBackend(bert_tokenizer)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free 127.0.0.1 port (AOF on), stopped after the test."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

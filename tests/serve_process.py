@@ -36,51 +36,39 @@ def _calibrate_and_freeze(base: str, group: str) -> None:
 
 
 @contextmanager
-def serve(model_path: Path, tmp: Path, groups: tuple[str, ...] = ("default",)) -> Iterator[str]:
-    """Start the server (no API keys: OpenRLHF and verl's built-in client send none),
-    calibrate and freeze ``groups``, yield its base URL, stop it."""
+def rewardcal_process(
+    args: list[str], tmp: Path, *, headers: dict[str, str] | None = None
+) -> Iterator[str]:
+    """``rewardcal serve ARGS --port FREE`` as a real process on 127.0.0.1 (state and cache
+    under ``tmp``); yields its base URL once /ready answers 200, stops it on exit."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
     env.update(
         OMP_NUM_THREADS="1",
         HF_HUB_OFFLINE="1",
-        REWARDCAL_STATE_DIR=str(tmp / "state"),
+        REWARDCAL_STATE_DIR=str(tmp / f"state-{port}"),
         REWARDCAL_CACHE_DIR=str(tmp / "cache"),
     )
-    args = [
-        "--model-path",
-        str(model_path),
-        "--port",
-        str(port),
-        "--calibration-min-samples",
-        "40",
-        "--calibration-refit-every",
-        "20",
-        "--snapshot-interval-s",
-        "3600",
-    ]
-    log_path = tmp / "server.log"
+    log_path = tmp / f"server-{port}.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", *args],
+            [sys.executable, "-m", "service.cli", "serve", *args, "--port", str(port)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
         while True:
             assert proc.poll() is None, f"server exited early:\n{log_path.read_text()}"
             try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{base}/ready", headers=headers, timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, f"server not ready:\n{log_path.read_text()}"
             time.sleep(0.2)
-        for group in groups:
-            _calibrate_and_freeze(base, group)
         yield base
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -89,3 +77,23 @@ def serve(model_path: Path, tmp: Path, groups: tuple[str, ...] = ("default",)) -
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def serve(model_path: Path, tmp: Path, groups: tuple[str, ...] = ("default",)) -> Iterator[str]:
+    """Start the server (no API keys: OpenRLHF and verl's built-in client send none),
+    calibrate and freeze ``groups``, yield its base URL, stop it."""
+    args = [
+        "--model-path",
+        str(model_path),
+        "--calibration-min-samples",
+        "40",
+        "--calibration-refit-every",
+        "20",
+        "--snapshot-interval-s",
+        "3600",
+    ]
+    with rewardcal_process(args, tmp) as base:
+        for group in groups:
+            _calibrate_and_freeze(base, group)
+        yield base

@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import pickle
 import random
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +27,7 @@ from service.client import (
     pooled_client,
 )
 from service.client._http import parse_retry_after
+from tests.serve_process import rewardcal_process
 
 KEY = "test-client-key"
 FROZEN = "client-frozen"  # calibrated, then frozen: a stable curve with a non-zero bias
@@ -265,12 +261,6 @@ async def test_async_retry_and_bounded_concurrency() -> None:
 # -- the real server process -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 ADMIN_KEY = "test-admin-key"
 
 
@@ -280,21 +270,9 @@ def _auth() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("client-server")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = dict(os.environ)
-    env.update(
-        OMP_NUM_THREADS="1",
-        HF_HUB_OFFLINE="1",
-        REWARDCAL_STATE_DIR=str(tmp / "state"),
-        REWARDCAL_CACHE_DIR=str(tmp / "cache"),
-    )
     args = [
         "--model-path",
         str(tiny_models["llama"]),
-        "--port",
-        str(port),
         "--api-keys",
         KEY,
         "--admin-api-keys",
@@ -306,34 +284,9 @@ def server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
         "--snapshot-interval-s",
         "3600",
     ]
-    log_path = tmp / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", *args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, f"server exited early:\n{log_path.read_text()}"
-            try:
-                if httpx.get(f"{base}/ready", headers=_auth(), timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"server not ready:\n{log_path.read_text()}"
-            time.sleep(0.2)
+    with rewardcal_process(args, tmp_path_factory.mktemp("client-server"), headers=_auth()) as base:
         _calibrate_and_freeze(base)
         yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _calibrate_and_freeze(base: str) -> None:

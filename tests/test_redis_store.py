@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +30,6 @@ from tests.traffic import alpaca_items
 
 MODEL = "rm"
 CONFIG = StreamConfig(min_samples=50, refit_every=50, refit_interval_s=3600, window=400)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _features(n: int, seed: int) -> tuple[list[dict[str, float]], list[float]]:

@@ -3,8 +3,6 @@ the same version means the same curve everywhere, and metrics add up across work
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,35 +14,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.live_server import free_port
 from tests.redis_server import RedisServer
+from tests.serve_process import rewardcal_process
 from tests.traffic import alpaca_items
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @contextmanager
 def serve(model: Path, tmp: Path, redis_url: str, *extra: str) -> Iterator[str]:
-    port = free_port()
-    log_path = tmp / f"serve-{port}.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     args = [
         "--model-path",
         str(model),
-        "--port",
-        str(port),
-        "--state-dir",
-        str(tmp / f"state-{port}"),
         "--calibration-store",
         redis_url,
         "--calibration-min-samples",
@@ -53,33 +34,8 @@ def serve(model: Path, tmp: Path, redis_url: str, *extra: str) -> Iterator[str]:
         "60",
         *extra,
     ]
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", *args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
+    with rewardcal_process(args, tmp) as base:
         yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _score(base: str, items: list[dict[str, str]]) -> dict[str, Any]:
