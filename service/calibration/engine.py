@@ -365,7 +365,10 @@ class CalibrationEngine:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.restore)
+        try:
+            await asyncio.to_thread(self.restore)
+        except Exception:  # noqa: BLE001 - old state must never keep the model from serving
+            logger.exception("calibration snapshots could not be restored; starting without")
         if self._task is None:
             self._task = asyncio.create_task(self._background(), name="rewardcal-refit")
 

@@ -542,7 +542,7 @@ class RedisCalibrationEngine(CalibrationEngine):
             curve = None
         elif curve is None or curve.version != curve_version:
             curve = _parse_curve(await self._client.get(keys.curve))
-        reference = stream.view().curve if stream.view().status == "reference" else None
+        reference = stream.reference_curve
         reference_version = int(meta.get("reference_version", 0))
         if reference_version == 0:
             reference = None

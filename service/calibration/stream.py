@@ -210,6 +210,11 @@ class CalibrationStream:
         with self._lock:
             return self._curve
 
+    @property
+    def reference_curve(self) -> Curve | None:
+        with self._lock:
+            return self._reference
+
     def apply_shared(
         self,
         *,
