@@ -88,6 +88,11 @@ def test_workers_share_the_port_the_curve_and_the_metrics(
 ) -> None:
     items = alpaca_items(100)
     with serve(tiny_models["bert"], tmp_path, redis_server.url, "--workers", "2") as base:
+        # /ready answered by one worker; the other may still be loading its model (503).
+        deadline = time.monotonic() + 60
+        while not all(httpx.get(f"{base}/ready").status_code == 200 for _ in range(10)):
+            assert time.monotonic() < deadline, "both workers did not become ready"
+            time.sleep(0.2)
         with httpx.Client(base_url=base, timeout=60) as client:
             for i in range(40):
                 fresh = httpx.post(  # new connections spread over both workers
