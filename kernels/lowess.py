@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from . import _lowess_numba
 from ._lowess_grid import DEFAULT_GRID_SIZE, grid_anchor_groups
 from ._lowess_groups import (
     FloatArray,
@@ -160,7 +161,10 @@ def _problem(
     grid_size: int | None,
     xvals: FloatArray | None,
     direct_only: bool,
+    compiled: bool = False,
 ) -> tuple[Problem, Groups]:
+    """The clean problem; ``compiled``: sum windows with the numba kernel (exact mode,
+    numpy backend) when it is installed and the windows' total width is within its budget."""
     groups = group_ties(x)
     k = neighbours(x.size, frac)
     sort_order = _argsort_once(x)
@@ -177,18 +181,29 @@ def _problem(
         positions = groups.start
     u = groups.xs if anchor_groups is None else groups.xs[anchor_groups]
     tuning = GRID if mode == "grid" else EXACT
+    data_win = windows(groups, k, u)
+    final_win = None if xvals is None else windows(groups, k, xvals)
+    moments: MomentsFn | None = None
+    if compiled and mode == "exact" and _lowess_numba.available():
+        visits = _lowess_numba.window_elements(data_win.lo, data_win.hi)
+        if final_win is not None:
+            visits += _lowess_numba.window_elements(final_win.lo, final_win.hi)
+        if visits <= _lowess_numba.NUMBA_MAX_WINDOW_ELEMENTS:
+            moments = _lowess_numba.numba_moments
+            direct_only = True
     final_plan = None
-    if xvals is not None:
-        final_plan = plan_fits(windows(groups, k, xvals), direct_only=direct_only, tuning=tuning)
+    if final_win is not None:
+        final_plan = plan_fits(final_win, direct_only=direct_only, tuning=tuning)
     problem = Problem(
         groups=groups,
         y=y,
         it=int(it),
-        data_plan=plan_fits(windows(groups, k, u), direct_only=direct_only, tuning=tuning),
+        data_plan=plan_fits(data_win, direct_only=direct_only, tuning=tuning),
         data_anchor_groups=anchor_groups,
         fallback_positions=positions,
         sort_order=sort_order,
         final_plan=final_plan,
+        moments=moments,
     )
     return problem, groups
 
@@ -250,12 +265,16 @@ def lowess(
     ops, moments = _backend(backend, x)
     direct_only = moments is not None
     if xv is None:
-        problem, groups = _problem(xc, yc, frac, it, delta, mode, grid_size, None, direct_only)
+        problem, groups = _problem(
+            xc, yc, frac, it, delta, mode, grid_size, None, direct_only, backend == "numpy"
+        )
         out[clean] = run(ops, problem, moments)[groups.inverse]
         return out
     good = np.flatnonzero(np.isfinite(xv))
     order = good[np.argsort(xv[good], kind="stable")]
-    problem, _ = _problem(xc, yc, frac, it, delta, mode, grid_size, xv[order], direct_only)
+    problem, _ = _problem(
+        xc, yc, frac, it, delta, mode, grid_size, xv[order], direct_only, backend == "numpy"
+    )
     out[order] = run(ops, problem, moments)
     return out
 
@@ -290,6 +309,15 @@ def lowess_curve(
         raise ValueError("no finite (x, y) pair to fit")
     ops, moments = _backend(backend, x)
     problem, groups = _problem(
-        x_arr[clean], y_arr[clean], frac, it, delta, mode, grid_size, None, moments is not None
+        x_arr[clean],
+        y_arr[clean],
+        frac,
+        it,
+        delta,
+        mode,
+        grid_size,
+        None,
+        moments is not None,
+        backend == "numpy",
     )
     return LowessCurve(xs=groups.xs, ys=run(ops, problem, moments))
