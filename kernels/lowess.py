@@ -42,6 +42,7 @@ from ._lowess_groups import (
     FloatArray,
     Groups,
     IntArray,
+    Windows,
     delta_anchor_positions,
     group_ties,
     neighbours,
@@ -49,7 +50,7 @@ from ._lowess_groups import (
 )
 from ._lowess_numpy import NumpyOps
 from ._lowess_ops import ArrayOps, MomentsFn
-from ._lowess_plan import EXACT, GRID, plan_fits
+from ._lowess_plan import EXACT, GRID, FitPlan, plan_fits
 from ._lowess_robust import Problem, run
 from .curve import LowessCurve
 
@@ -164,7 +165,7 @@ def _problem(
     compiled: bool = False,
 ) -> tuple[Problem, Groups]:
     """The clean problem; ``compiled``: sum windows with the numba kernel (exact mode,
-    numpy backend) when it is installed and the windows' total width is within its budget."""
+    numpy backend) when numba is installed."""
     groups = group_ties(x)
     k = neighbours(x.size, frac)
     sort_order = _argsort_once(x)
@@ -185,20 +186,21 @@ def _problem(
     final_win = None if xvals is None else windows(groups, k, xvals)
     moments: MomentsFn | None = None
     if compiled and mode == "exact" and _lowess_numba.available():
-        visits = _lowess_numba.window_elements(data_win.lo, data_win.hi)
-        if final_win is not None:
-            visits += _lowess_numba.window_elements(final_win.lo, final_win.hi)
-        if visits <= _lowess_numba.NUMBA_MAX_WINDOW_ELEMENTS:
-            moments = _lowess_numba.numba_moments
-            direct_only = True
-    final_plan = None
-    if final_win is not None:
-        final_plan = plan_fits(final_win, direct_only=direct_only, tuning=tuning)
+        # The compiled kernel plans its own direct sums and chunks (the plans below
+        # carry the windows only).
+        moments = _lowess_numba.numba_moments
+
+    def plan(win: Windows) -> FitPlan:
+        if moments is not None:
+            return FitPlan(win=win, direct_blocks=(), chunks=())
+        return plan_fits(win, direct_only=direct_only, tuning=tuning)
+
+    final_plan = None if final_win is None else plan(final_win)
     problem = Problem(
         groups=groups,
         y=y,
         it=int(it),
-        data_plan=plan_fits(data_win, direct_only=direct_only, tuning=tuning),
+        data_plan=plan(data_win),
         data_anchor_groups=anchor_groups,
         fallback_positions=positions,
         sort_order=sort_order,
