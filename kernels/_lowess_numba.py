@@ -1,26 +1,25 @@
-"""Compiled direct window sums for exact LOWESS on CPU (numba), with the numpy path as fallback.
+"""Compiled window sums for exact LOWESS on CPU (numba); the numpy path is the fallback.
 
 Notes
 -----
-The numpy engine forms the sums of wide windows from chunked prefix sums of powers of x
-(``_lowess_fused``): O(1) per anchor, but dozens of numpy calls per chunk and pass, which
-set its cost at small spans. Compiled, the plain definition is faster at the sizes the
-service fits: every anchor sums its window's distinct x values one by one, with
-statsmodels' tricube ``(1 - |(x - u) / r|^3)^3`` times the aggregated robustness weights.
-The cost is the total window width (distinct values), about 2-23 million per pass at
-n = 50,000 (0.2-7 ms); :data:`NUMBA_MAX_WINDOW_ELEMENTS` bounds it, beyond which the
-prefix-sum path (O(distinct x) per pass) is used.
+Same method as the numpy engine (``_lowess_plan``, ``_lowess_fused``), compiled: windows of
+at most :data:`DIRECT_MAX_WIDTH` distinct x values are summed directly with statsmodels'
+tricube ``(1 - |(x - u) / r|^3)^3`` times the aggregated robustness weights; wider ones
+come from chunk-local prefix sums of ``a v^j`` and ``b v^j`` (j <= 11) and a per-anchor
+binomial transform to the anchor's own ``s = (x - u) / r``, with the same chunk rule and the
+same amplification test that sends ill-conditioned fits back to direct summation. The
+numpy engine spends its time in dozens of numpy calls per chunk and pass (flat at ~20-40 ms
+at n = 50,000 whatever the span); here one pass is one compiled call (~0.5-1 ms), and the
+x-only part (which anchors are chunked, chunk coordinates, each anchor's 120 transform
+coefficients) is computed once per fit (:func:`_plan_py`) and reused by every pass.
 
-Accuracy: the sums are taken in ``s = (x - u) / r`` (``|s| <= 1``), one pass. The variance
-``m2 / m0 - sbar^2`` loses relative accuracy only when it is small against ``m2 / m0``
-(weight concentrated off the anchor); those anchors are summed again about ``sbar``
-(two-pass, as the numpy direct path always does). ``fastmath`` allows re-association
-(SIMD reductions) and contraction only: no NaN/Inf assumptions, so empty windows stay exact
-zeros. Rounding differs from statsmodels' own summation order by about 1e-15 relative.
+Accuracy: direct sums are one pass in ``s`` (``|s| <= 1``); when ``var`` is small against
+``m2 / m0`` (cancellation) the anchor is summed again about ``sbar``. ``fastmath`` allows
+re-association (SIMD reductions) and contraction only: no NaN/Inf assumptions. Measured
+deviation from statsmodels: <= 3e-12 of the y range (bench/results/lowess_spans.md).
 
-The first call compiles the kernel (about a second, see bench/RESULTS.md); ``cache=True``
-stores the machine code next to this file (``__pycache__``), so a service pays that once
-per installation.
+The first call compiles the kernels (a few seconds); ``cache=True`` stores the machine
+code in ``__pycache__`` next to this file, so later processes load it (~0.5 s).
 """
 
 from __future__ import annotations
@@ -45,6 +44,9 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 # Windows of at most this many distinct x values are summed directly; wider ones from
 # chunked prefix sums (the cut where both cost about the same here).
 DIRECT_MAX_WIDTH = 64
+# The x-only plan holds 120 coefficients per chunked anchor (960 bytes): above this many
+# anchors (about 120 MiB) the numpy path, whose memory is bounded, is used instead.
+MAX_ANCHORS = 1 << 17
 # Re-sum about sbar when var < this share of m2 / m0 (cancellation in the one-pass form
 # costs at most about eps / share relative in var).
 _RECENTRE_SHARE = 1e-3
@@ -55,7 +57,12 @@ _FAST = {"reassoc", "contract"}
 
 
 def _jit(fn: Any) -> Any:
-    return njit(cache=True, nogil=True, fastmath=_FAST)(fn) if njit is not None else None
+    if njit is None:
+        return None
+    try:
+        return njit(cache=True, nogil=True, fastmath=_FAST)(fn)
+    except RuntimeError:  # no writable cache location (read-only install, no HOME cache)
+        return njit(cache=False, nogil=True, fastmath=_FAST)(fn)
 
 
 def _direct_one_py(

@@ -165,7 +165,7 @@ def _problem(
     compiled: bool = False,
 ) -> tuple[Problem, Groups]:
     """The clean problem; ``compiled``: sum windows with the numba kernel (exact mode,
-    numpy backend) when numba is installed."""
+    numpy backend) when numba is installed and the anchors' plan fits its memory cap."""
     groups = group_ties(x)
     k = neighbours(x.size, frac)
     sort_order = _argsort_once(x)
@@ -185,7 +185,13 @@ def _problem(
     data_win = windows(groups, k, u)
     final_win = None if xvals is None else windows(groups, k, xvals)
     moments: MomentsFn | None = None
-    if compiled and mode == "exact" and _lowess_numba.available():
+    anchors = data_win.u.size + (0 if final_win is None else final_win.u.size)
+    if (
+        compiled
+        and mode == "exact"
+        and anchors <= _lowess_numba.MAX_ANCHORS
+        and _lowess_numba.available()
+    ):
         # The compiled kernel plans its own direct sums and chunks (the plans below
         # carry the windows only).
         moments = _lowess_numba.numba_moments

@@ -27,6 +27,17 @@ def test_numpy_backend_uses_compiled_sums_in_exact_mode() -> None:
     assert grid.moments is None  # grid mode keeps its own tuning
 
 
+def test_too_many_anchors_fall_back_to_numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled plan's memory grows with the anchors; past its cap the numpy path
+    (bounded memory) fits, with the same result."""
+    x, y = make_data("length_diff", 3000, seed=3)
+    got = lowess(x, y, 0.3, 3)
+    monkeypatch.setattr(lowess_numba, "MAX_ANCHORS", 100)
+    problem, _ = _problem(x, y, 0.3, 3, 0.0, "exact", None, None, False, True)
+    assert problem.moments is None
+    assert_close(lowess(x, y, 0.3, 3), got, y, rel=1e-11)
+
+
 def test_compiled_sums_are_called(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     original = lowess_numba.numba_moments
