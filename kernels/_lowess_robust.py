@@ -43,8 +43,9 @@ class Problem:
     sort_order : statsmodels' ``np.argsort(x)`` of the clean x, computed on demand.
     final_plan : anchors at ``xvals`` (NaN where the regression is skipped), or None to
         return the fits at every group.
-    moments : the window-sum kernel its plans were made for (the compiled direct sums,
-        whose plans are direct-only), used when ``run`` is given none; None: the default.
+    moments : the window-sum kernel its plans were made for (the compiled numba kernel,
+        whose plans carry the windows only), used when ``run`` is given none; None: the
+        default numpy/torch sums.
     """
 
     groups: Groups
