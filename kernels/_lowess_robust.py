@@ -43,6 +43,9 @@ class Problem:
     sort_order : statsmodels' ``np.argsort(x)`` of the clean x, computed on demand.
     final_plan : anchors at ``xvals`` (NaN where the regression is skipped), or None to
         return the fits at every group.
+    moments : the window-sum kernel its plans were made for (the compiled numba kernel,
+        whose plans carry the windows only), used when ``run`` is given none; None: the
+        default numpy/torch sums.
     """
 
     groups: Groups
@@ -53,6 +56,7 @@ class Problem:
     fallback_positions: IntArray
     sort_order: Callable[[], IntArray]
     final_plan: FitPlan | None = None
+    moments: MomentsFn | None = None
 
 
 class _ExactCounter:
@@ -96,6 +100,8 @@ def run(
     """Fitted values at every group (or at ``final_plan``'s anchors), as host float64;
     with ``leverage``, also the last pass's :class:`Leverage` (data fits only)."""
     g = problem.groups
+    if moments is None:
+        moments = problem.moments
     y_center = float(np.mean(problem.y))
     yc = ops.array(problem.y - y_center)
     inverse = ops.array(g.inverse)

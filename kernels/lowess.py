@@ -36,11 +36,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from . import _lowess_numba
 from ._lowess_grid import DEFAULT_GRID_SIZE, grid_anchor_groups
 from ._lowess_groups import (
     FloatArray,
     Groups,
     IntArray,
+    Windows,
     delta_anchor_positions,
     group_ties,
     neighbours,
@@ -48,7 +50,7 @@ from ._lowess_groups import (
 )
 from ._lowess_numpy import NumpyOps
 from ._lowess_ops import ArrayOps, MomentsFn
-from ._lowess_plan import EXACT, GRID, plan_fits
+from ._lowess_plan import EXACT, GRID, FitPlan, plan_fits
 from ._lowess_robust import Problem, run
 from .curve import LowessCurve
 
@@ -160,7 +162,10 @@ def _problem(
     grid_size: int | None,
     xvals: FloatArray | None,
     direct_only: bool,
+    compiled: bool = False,
 ) -> tuple[Problem, Groups]:
+    """The clean problem; ``compiled``: sum windows with the numba kernel (exact mode,
+    numpy backend) when numba is installed and the anchors' plan fits its memory cap."""
     groups = group_ties(x)
     k = neighbours(x.size, frac)
     sort_order = _argsort_once(x)
@@ -177,18 +182,36 @@ def _problem(
         positions = groups.start
     u = groups.xs if anchor_groups is None else groups.xs[anchor_groups]
     tuning = GRID if mode == "grid" else EXACT
-    final_plan = None
-    if xvals is not None:
-        final_plan = plan_fits(windows(groups, k, xvals), direct_only=direct_only, tuning=tuning)
+    data_win = windows(groups, k, u)
+    final_win = None if xvals is None else windows(groups, k, xvals)
+    moments: MomentsFn | None = None
+    anchors = data_win.u.size + (0 if final_win is None else final_win.u.size)
+    if (
+        compiled
+        and mode == "exact"
+        and anchors <= _lowess_numba.MAX_ANCHORS
+        and _lowess_numba.available()
+    ):
+        # The compiled kernel plans its own direct sums and chunks (the plans below
+        # carry the windows only).
+        moments = _lowess_numba.numba_moments
+
+    def plan(win: Windows) -> FitPlan:
+        if moments is not None:
+            return FitPlan(win=win, direct_blocks=(), chunks=())
+        return plan_fits(win, direct_only=direct_only, tuning=tuning)
+
+    final_plan = None if final_win is None else plan(final_win)
     problem = Problem(
         groups=groups,
         y=y,
         it=int(it),
-        data_plan=plan_fits(windows(groups, k, u), direct_only=direct_only, tuning=tuning),
+        data_plan=plan(data_win),
         data_anchor_groups=anchor_groups,
         fallback_positions=positions,
         sort_order=sort_order,
         final_plan=final_plan,
+        moments=moments,
     )
     return problem, groups
 
@@ -250,12 +273,16 @@ def lowess(
     ops, moments = _backend(backend, x)
     direct_only = moments is not None
     if xv is None:
-        problem, groups = _problem(xc, yc, frac, it, delta, mode, grid_size, None, direct_only)
+        problem, groups = _problem(
+            xc, yc, frac, it, delta, mode, grid_size, None, direct_only, backend == "numpy"
+        )
         out[clean] = run(ops, problem, moments)[groups.inverse]
         return out
     good = np.flatnonzero(np.isfinite(xv))
     order = good[np.argsort(xv[good], kind="stable")]
-    problem, _ = _problem(xc, yc, frac, it, delta, mode, grid_size, xv[order], direct_only)
+    problem, _ = _problem(
+        xc, yc, frac, it, delta, mode, grid_size, xv[order], direct_only, backend == "numpy"
+    )
     out[order] = run(ops, problem, moments)
     return out
 
@@ -290,6 +317,15 @@ def lowess_curve(
         raise ValueError("no finite (x, y) pair to fit")
     ops, moments = _backend(backend, x)
     problem, groups = _problem(
-        x_arr[clean], y_arr[clean], frac, it, delta, mode, grid_size, None, moments is not None
+        x_arr[clean],
+        y_arr[clean],
+        frac,
+        it,
+        delta,
+        mode,
+        grid_size,
+        None,
+        moments is not None,
+        backend == "numpy",
     )
     return LowessCurve(xs=groups.xs, ys=run(ops, problem, moments))

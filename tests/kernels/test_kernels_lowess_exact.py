@@ -1,4 +1,8 @@
-"""kernels.lowess(mode="exact") against statsmodels 0.15.0, with explicit tolerances."""
+"""kernels.lowess(mode="exact") against statsmodels 0.15.0, with explicit tolerances.
+
+Every test runs twice: with the compiled window sums (numba, the numpy backend's default
+where numba is installed) and with the numpy prefix-sum path (the fallback without numba).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,23 @@ import pytest
 from kernel_data import KINDS, assert_close, make_data, sm_lowess
 
 import kernels._lowess_fit as lowess_fit
+import kernels._lowess_numba as lowess_numba
 import kernels._lowess_robust as lowess_robust
 from kernels import lowess
 
 # statsmodels with delta=0 is O(n * k): keep the big sizes to the frac values that matter.
 SIZES = (7, 60, 500, 3000)
 FRACS = (0.1, 0.2, 0.3, 0.5, 1.0)
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which implementation of the window sums the numpy backend uses."""
+    if request.param == "compiled":
+        assert lowess_numba.available(), "numba is a pinned dependency"
+    else:
+        monkeypatch.setattr(lowess_numba, "available", lambda: False)
+    return str(request.param)
 
 
 @pytest.mark.parametrize("it", [0, 3])
