@@ -64,7 +64,10 @@ RUN groupadd --system --gid 10001 rewardcal \
         --shell /usr/sbin/nologin rewardcal \
     && install -d -o rewardcal -g rewardcal -m 0750 /var/lib/rewardcal
 
+# NUMBA_CACHE_DIR: the LOWESS kernel is compiled once (about 4 s) and cached in the state
+# volume; site-packages is read-only for the service user.
 ENV HOME=/home/rewardcal \
+    NUMBA_CACHE_DIR=/var/lib/rewardcal/numba-cache \
     REWARDCAL_BACKEND=transformers \
     REWARDCAL_DEVICE=cpu \
     REWARDCAL_STATE_DIR=/var/lib/rewardcal \
@@ -127,6 +130,7 @@ RUN groupadd --system --gid 10001 rewardcal \
 # VLLM_WORKER_MULTIPROC_METHOD=spawn: the engine process start the tests cover (vLLM forces
 # spawn on CPU; on GPU it would fork from a worker thread of the running server).
 ENV HOME=/home/rewardcal \
+    NUMBA_CACHE_DIR=/var/lib/rewardcal/numba-cache \
     VLLM_WORKER_MULTIPROC_METHOD=spawn \
     REWARDCAL_BACKEND=vllm \
     REWARDCAL_DEVICE=cuda \
