@@ -99,7 +99,7 @@ bench: $(STAMP) $(VLLM_STAMP)
 	$(PY) bench/calibration_cost.py --threads $(BENCH_THREADS) \
 		--out bench/results/calibration_cost.md
 	$(PY) bench/bench_lowess.py --repeats 5 --out bench/results/lowess-run.md
-	$(PY) bench/scale_out.py --rounds 5 --requests 2000 --out bench/results/scale_out.md
+	$(PY) bench/scale_out.py --rounds 5 --seconds 10 --out bench/results/scale_out.md
 	$(PY) bench/report.py --results bench/results --vllm-python $(BENCH_VLLM_PYTHON) \
 		--out bench/RESULTS.md
 
@@ -112,6 +112,6 @@ bench-quick: $(STAMP) $(VLLM_STAMP)
 	$(PY) bench/calibration_cost.py --quick --threads $(BENCH_THREADS) \
 		--out bench/results/quick/calibration_cost.md
 	$(PY) bench/bench_lowess.py --quick --repeats 3 --out bench/results/quick/lowess-run.md
-	$(PY) bench/scale_out.py --rounds 1 --requests 500 --out bench/results/quick/scale_out.md
+	$(PY) bench/scale_out.py --rounds 1 --seconds 5 --out bench/results/quick/scale_out.md
 	$(PY) bench/report.py --quick --results bench/results/quick \
 		--vllm-python $(BENCH_VLLM_PYTHON) --out bench/RESULTS.md

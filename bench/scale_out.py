@@ -1,6 +1,6 @@
 """Scale-out benchmark: ``--workers 2`` with the Redis store vs ``--workers 1`` with memory.
 
-    python bench/scale_out.py --rounds 5 --requests 2000 --out bench/results/scale_out.md
+    python bench/scale_out.py --rounds 5 --seconds 10 --out bench/results/scale_out.md
 
 rewardcal runs with ``--backend remote`` against a stand-in vLLM server that answers at
 once (bench/standin_vllm.py), so the front end is measured alone: one-sample
@@ -13,7 +13,9 @@ time of rewardcal's process tree per request (/proc, every worker included). Con
 - redis-2:   ``--workers 2``, Redis store (a second core for the front end)
 
 Rounds alternate the configurations (so machine noise hits all of them alike); the report
-gives medians. A real redis-server (Debian's package) on a free port, AOF on.
+gives medians. A real redis-server (Debian's package) on a free port, AOF on. The load
+comes from wrk (Debian's package; one C thread) when installed, since on 2 cores an
+in-process Python client takes a core from the workers; else from httpx.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -85,15 +86,21 @@ def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> It
             proc.wait()
 
 
-def wait_ready(url: str, timeout_s: float = 120) -> None:
+def wait_ready(url: str, timeout_s: float = 120, in_a_row: int = 1) -> None:
+    """``in_a_row`` answers 200 on fresh connections: with several workers on one port,
+    each connection lands on any of them, and each loads its model on its own."""
     deadline = time.monotonic() + timeout_s
+    streak = 0
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
+            ok = httpx.get(url, timeout=2).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.2)
+            ok = False
+        streak = streak + 1 if ok else 0
+        if streak >= in_a_row:
+            return
+        if not ok:
+            time.sleep(0.2)
     raise RuntimeError(f"{url} not ready")
 
 
@@ -117,6 +124,40 @@ async def load(base: str, requests: int, clients: int, texts: list[str]) -> floa
         return time.perf_counter() - started
 
 
+WRK_SCRIPT = """
+-- One-sample /v1/rewards bodies, rotated (written by bench/scale_out.py).
+local bodies = {}
+local n = 0
+function init(args)
+  for line in io.lines(args[1]) do
+    n = n + 1
+    bodies[n] = line
+  end
+end
+local i = 0
+function request()
+  i = i % n + 1
+  return wrk.format("POST", "/v1/rewards", {["Content-Type"] = "application/json"}, bodies[i])
+end
+"""
+
+
+def load_wrk(base: str, seconds: int, clients: int, bodies: Path, script: Path) -> float:
+    """wrk (C, one thread) as the load: the client costs little of the 2 cores, so the
+    workers get them. Returns requests/s; fails on any non-2xx answer."""
+    out = subprocess.run(
+        ["wrk", "-t", "1", "-c", str(clients), "-d", f"{seconds}s", "-s", str(script), base,
+         "--", str(bodies)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    if "Non-2xx" in out.stdout:
+        raise RuntimeError(f"wrk saw errors:\n{out.stdout}")
+    for line in out.stdout.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    raise RuntimeError(out.stdout)
+
+
 def alpaca_texts(limit: int) -> list[str]:
     import gzip
     import json
@@ -133,6 +174,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seconds", type=int, default=10, help="load time per round (with wrk)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale_out.md")
     args = parser.parse_args()
     redis_binary = shutil.which("redis-server")
@@ -140,6 +182,18 @@ def main() -> None:
         raise SystemExit("redis-server is not installed (scripts/install_redis.sh)")
     texts = alpaca_texts(600)
     tmp = Path(tempfile.mkdtemp(prefix="rewardcal-scale-bench-"))
+    use_wrk = shutil.which("wrk") is not None
+    bodies, script = tmp / "bodies.jsonl", tmp / "post.lua"
+    import json as _json
+
+    bodies.write_text(
+        "".join(
+            _json.dumps({"items": [{"prompt": "Q", "response": t}], "calibration_group": "bench"})
+            + "\n"
+            for t in texts
+        )
+    )
+    script.write_text(WRK_SCRIPT)
     python = sys.executable
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     subprocess.run(
@@ -195,26 +249,33 @@ def main() -> None:
                 ]  # fmt: skip
                 with process(serve, tmp / f"{name}-{round_}.log", env) as pid:
                     base = f"http://127.0.0.1:{port}"
-                    wait_ready(f"{base}/ready")
+                    wait_ready(f"{base}/ready", in_a_row=10 * workers)
                     asyncio.run(load(base, 200, args.clients, texts))  # warm-up
                     before = tree_cpu_seconds(pid)
-                    wall = asyncio.run(load(base, args.requests, args.clients, texts))
+                    if use_wrk:
+                        rate = load_wrk(base, args.seconds, args.clients, bodies, script)
+                        count = rate * args.seconds
+                    else:
+                        count = args.requests
+                        rate = count / asyncio.run(load(base, count, args.clients, texts))
                     cpu = tree_cpu_seconds(pid) - before
-                results[name].append((args.requests / wall, 1000.0 * cpu / args.requests))
+                results[name].append((rate, 1000.0 * cpu / count))
                 print(f"round {round_ + 1} {name}: {results[name][-1][0]:.0f} items/s, "
                       f"{results[name][-1][1]:.2f} ms CPU/request", flush=True)  # fmt: skip
     shutil.rmtree(tmp, ignore_errors=True)
-    write_report(args, results)
+    write_report(args, results, "wrk (1 thread)" if use_wrk else "httpx (in-process)")
 
 
-def write_report(args: argparse.Namespace, results: dict[str, list[tuple[float, float]]]) -> None:
+def write_report(
+    args: argparse.Namespace, results: dict[str, list[tuple[float, float]]], client: str
+) -> None:
     med = {n: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs))
            for n, rs in results.items()}  # fmt: skip
     lines = [
         "## Scale-out: workers and the Redis store (front end alone)",
         "",
-        f"Command: `python bench/scale_out.py --rounds {args.rounds} --requests "
-        f"{args.requests} --clients {args.clients}`; {platform.node() and 'this machine'}: "
+        f"Command: `python bench/scale_out.py --rounds {args.rounds} --seconds "
+        f"{args.seconds} --clients {args.clients}`; load from {client}; this machine: "
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end. "
         "One-sample `/v1/rewards` requests from "
         f"{args.clients} clients, `--backend remote` against an instant stand-in "
