@@ -198,7 +198,12 @@ class Settings(BaseSettings):
         description="A connection that has not sent a request's complete headers within "
         "this many seconds is closed (slow or stalled clients cannot hold connections).",
     )
-    workers: int = Field(default=1, ge=1, description="uvicorn worker processes.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="Worker processes on one port (more front-end cores; each loads the "
+        "model). More than 1 needs a shared calibration_store.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     state_dir: Path = Field(
         default=Path("~/.local/state/rewardcal"),
