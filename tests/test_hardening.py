@@ -634,3 +634,16 @@ def test_engine_forgets_metric_series_of_deleted_groups() -> None:
         registry.get_sample_value("rewardcal_window_samples", {"model": "m", "group": "gone"})
         is None
     )
+
+
+def test_errors_are_counted_by_their_type_not_their_status(
+    make_client: AppFactory, tiny_models: dict[str, Path], fake_backend: FakeBackend
+) -> None:
+    """503 while the model loads is not_ready_error, not overload (both are 503)."""
+    fake_backend.start_delay_s = 30
+    client = make_client(tiny_models["bert"], backend=fake_backend, wait=False)
+    loading = client.post("/v1/rewards", json={"items": [ITEM]})
+    assert loading.status_code == 503
+    metrics = client.get("/metrics").text
+    assert 'rewardcal_errors_total{type="not_ready_error"} 1.0' in metrics
+    assert "overloaded_error" not in metrics

@@ -49,7 +49,10 @@ def _describe_validation(errors: list[dict[str, Any]]) -> tuple[ErrorType, str]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        # The metrics middleware counts errors_total by this type: a status alone cannot
+        # tell overload (503) from a model still loading (503).
+        request.state.error_type = str(exc.error_type)
         return error_response(exc.error_type, exc.message, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -144,4 +144,5 @@ class RequestContextMiddleware:
         if status >= 400 and status != CLIENT_CLOSED:
             from service.errors import error_type_for_status
 
-            metrics.error(error_type_for_status(status).value)
+            typed = (scope.get("state") or {}).get("error_type")
+            metrics.error(typed or error_type_for_status(status).value)

@@ -43,6 +43,7 @@ from service.backends.base import (
 from service.backends.registry import register_backend
 from service.config import Settings
 from service.errors import ErrorType, ServiceError
+from service.log_context import request_id_var
 
 logger = logging.getLogger(__name__)
 
@@ -256,12 +257,18 @@ class VllmBackend(LocalTokenizerBackend):
         params = self._pooling_params(task="classify", use_activation=False)
         final = None
         async for output in engine.encode(
-            {"prompt_token_ids": list(ids)}, params, request_id=f"rewardcal-{uuid.uuid4().hex}"
+            {"prompt_token_ids": list(ids)}, params, request_id=_engine_request_id()
         ):
             final = output
         if final is None:
             raise RuntimeError("vLLM returned no output")
         return float(final.outputs.data.reshape(-1)[0])
+
+
+def _engine_request_id() -> str:
+    """The incoming X-Request-ID (so engine logs and ours name the same request), made
+    unique per input: one request scores several inputs, and clients may reuse ids."""
+    return f"{request_id_var.get()}-{uuid.uuid4().hex[:12]}"
 
 
 def _start_failure(exc: BaseException) -> str:

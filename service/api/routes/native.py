@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from fastapi import APIRouter, Request
 
 from service.api.cancellation import with_cancellation
@@ -17,6 +15,7 @@ from service.api.routes.common import (
 )
 from service.errors import error_responses
 from service.formatting import pair_messages
+from service.mathutil import sigmoid
 from service.schemas.common import Usage
 from service.schemas.native import (
     CompareDatum,
@@ -30,13 +29,6 @@ from service.schemas.native import (
 from service.scoring import ScoredItem, ScoreInput
 
 router = APIRouter(tags=["native"])
-
-
-def _sigmoid(x: float) -> float:
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
 
 
 @router.post(
@@ -133,8 +125,8 @@ async def compare(
                 rejected=_side(rejected),
                 margin=margin,
                 raw_margin=raw_margin,
-                p_chosen=_sigmoid(margin),
-                raw_p_chosen=_sigmoid(raw_margin),
+                p_chosen=sigmoid(margin),
+                raw_p_chosen=sigmoid(raw_margin),
             )
         )
     return CompareResponse(

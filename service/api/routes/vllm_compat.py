@@ -7,7 +7,6 @@ through a sigmoid unless the request sends ``use_activation: false`` (or the leg
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 
@@ -23,6 +22,7 @@ from service.api.routes.common import (
     score_with_timeout,
 )
 from service.errors import ErrorType, ServiceError, error_responses
+from service.mathutil import sigmoid
 from service.runtime import Runtime
 from service.schemas.vllm_compat import (
     ClassifyDatum,
@@ -38,12 +38,7 @@ router = APIRouter(tags=["vllm"])
 
 
 def _activation(value: float, apply: bool) -> float:
-    if not apply:
-        return value
-    if value >= 0:
-        return 1.0 / (1.0 + math.exp(-value))
-    e = math.exp(value)
-    return e / (1.0 + e)
+    return sigmoid(value) if apply else value
 
 
 def _inputs(body: ClassifyRequest) -> list[ScoreInput]:
