@@ -72,6 +72,8 @@ def test_bad_inputs_never_fail_other_clients_requests(
         ("/pooling", {"input": "\ud83d"}, 400),
         ("/get_reward", {"query": ["\ud83d"]}, 400),
         ("/v1/rewards", {"items": [{"prompt": "q", "response": "a\udc00b"}]}, 400),
+        ("/classify", {"model": "/\ud83d", "input": "hi"}, 400),
+        ("/classify", {"model": "/models/a\u0000b", "input": "hi"}, 404),
     ]
     good = ("/v1/rewards", {"items": [ITEM]}, 200)
     calls = [good] * 8 + bad_bodies
@@ -374,6 +376,7 @@ def test_delete_reset_and_observe_false_free_or_spare_slots(
     assert not store.path_for("tiny-bert", "b").exists()
     _error(client.get("/v1/calibration/b"), 404)
     _error(client.delete("/v1/calibration/b"), 404)
+    _error(client.delete("/v1/calibration/bad%20name"), 422)
     assert score("d").status_code == 200
 
 

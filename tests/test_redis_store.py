@@ -286,3 +286,16 @@ async def test_idle_groups_are_evicted_fleet_wide(engines: list[RedisCalibration
     assert await a._client.zrange(groups_key, 0, -1) == [b"new"]  # noqa: SLF001
     await _eventually(lambda: b.find(MODEL, "old") is None)
     assert a.find(MODEL, "old") is None and b.find(MODEL, "new") is not None
+
+
+async def test_the_group_limit_holds_while_redis_is_down(
+    engines: list[RedisCalibrationEngine], redis_server: RedisServer
+) -> None:
+    a, _ = engines
+    await _observe(a, "known", 1, seed=1)
+    redis_server.stop()
+    await _observe(a, "new-while-down", 1, seed=1)  # scoring goes on: a local group
+    await _observe(a, "third", 1, seed=1)
+    with pytest.raises(ServiceError, match="too many calibration groups"):
+        await a.ensure(MODEL, "fourth")  # but not an unbounded number of them
+    await a.ensure(MODEL, "known")

@@ -346,9 +346,11 @@ class RedisCalibrationEngine(CalibrationEngine):
             self._contact()
         except _store_errors() as exc:
             # Redis down never fails scoring: the group is created locally and its
-            # observations wait in the buffer (the script runs again at the flush).
+            # observations wait in the buffer (the script runs again at the flush). The
+            # limit still holds, counted on the groups this process knows.
             self._lost(exc)
-            ok = 1
+            with self._lock:
+                ok = int(len(self._streams) < self.max_groups or (model, group) in self._streams)
         if not ok:
             raise ServiceError(
                 ErrorType.INVALID_REQUEST,

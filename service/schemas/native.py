@@ -49,7 +49,7 @@ class RewardsRequest(CalibrationOptions):
         },
     )
 
-    model: str | None = Field(default=None, description="A served model id (see /v1/models).")
+    model: Text | None = Field(default=None, description="A served model id (see /v1/models).")
     items: list[RewardItem] = Field(min_length=1)
 
 
@@ -97,7 +97,7 @@ class CompareRequest(CalibrationOptions):
         },
     )
 
-    model: str | None = None
+    model: Text | None = None
     pairs: list[ComparePair] = Field(min_length=1)
 
 

@@ -21,7 +21,7 @@ class ClassifyRequest(BaseModel):
         },
     )
 
-    model: str | None = None
+    model: Text | None = None
     input: InputType | None = Field(
         default=None,
         description="Templated text(s) or token ids. The response measured for the bias "

@@ -37,7 +37,7 @@ def _same_path(requested: str, model_path: Path) -> bool:
         return True
     try:
         return candidate.resolve() == model_path.resolve()
-    except OSError:
+    except (OSError, ValueError):  # a path the OS refuses (NUL byte): not ours
         return False
 
 
