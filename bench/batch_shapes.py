@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the markdown report here")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from service.config import Settings
-    from service.default_model import ensure_default_model
+    from rewardcal.config import Settings
+    from rewardcal.default_model import ensure_default_model
 
     model = args.model_path or ensure_default_model(Settings().cache_dir, progress=True)
     repeats = 3 if args.quick else args.repeats

@@ -1,9 +1,9 @@
 """Refit cost of calibration_frac=auto (span chosen by cross-validation) vs a fixed span.
 
-Times ``service.calibration.curve.fit_curve`` - a whole refit, as the engine runs it - on
+Times ``rewardcal.calibration.curve.fit_curve`` - a whole refit, as the engine runs it - on
 rolling windows of 16k (exact LOWESS) and 256k (grid LOWESS) observations of response
 lengths with a saturating length bias, with ``frac="auto"`` (every span of
-``kernels.DEFAULT_SPANS`` scored) and with fixed spans 0.3 and 1.0. Medians of runs
+``rewardcal_kernels.DEFAULT_SPANS`` scored) and with fixed spans 0.3 and 1.0. Medians of runs
 interleaved in one process (one thread); the share is of the default refit interval.
 
 usage: python bench/bench_auto_span.py [--repeats 5] [--out bench/results/auto_span.md]
@@ -26,10 +26,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kernels import DEFAULT_SPANS  # noqa: E402
-from service.calibration.config import StreamConfig  # noqa: E402
-from service.calibration.curve import fit_curve  # noqa: E402
-from service.features import FEATURE_NAMES  # noqa: E402
+from rewardcal.calibration.config import StreamConfig  # noqa: E402
+from rewardcal.calibration.curve import fit_curve  # noqa: E402
+from rewardcal.features import FEATURE_NAMES  # noqa: E402
+from rewardcal_kernels import DEFAULT_SPANS  # noqa: E402
 
 
 def window(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

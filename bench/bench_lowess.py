@@ -1,4 +1,4 @@
-"""Benchmark kernels.lowess against statsmodels on response-length data (one core).
+"""Benchmark rewardcal_kernels.lowess against statsmodels on response-length data (one core).
 
 Measures, on integer lengths drawn log-normal around 300-2000 characters:
 
@@ -44,7 +44,7 @@ import statsmodels  # noqa: E402
 from statsmodels.nonparametric.smoothers_lowess import lowess as sm_lowess  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kernels import lowess, lowess_curve  # noqa: E402
+from rewardcal_kernels import lowess, lowess_curve  # noqa: E402
 
 
 def lengths_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +166,7 @@ def main() -> None:
         "",
         f"## Refitting a window of n={n_window:,} (grid mode)",
         "",
-        "Deviations are from kernels' exact fit (checked against statsmodels above); "
+        "Deviations are from rewardcal_kernels' exact fit (checked against statsmodels above); "
         "grid = default 512 anchors.",
         "",
         "| frac | method | wall (cpu) | vs statsmodels delta | max abs dev from exact | "

@@ -9,7 +9,7 @@
   measured in the same run: tokenize + forward of single-sample requests (the v0.9
   pattern's request, no queueing) and the per-item time of batched inference (batches of
   32 in arrival order, what the batcher sends), with the servers' thread count.
-* Refit: ``service.calibration.curve.fit_curve`` (what the background task runs) on windows
+* Refit: ``rewardcal.calibration.curve.fit_curve`` (what the background task runs) on windows
   of 1k to 1M rows: median time and peak memory traced by ``tracemalloc`` (numpy buffers
   included) on top of the window itself, the copy of the window a refit job takes, and the
   growth of the process's peak RSS.
@@ -51,12 +51,12 @@ sys.path.insert(0, str(ROOT))
 
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from service.calibration import CalibrationEngine  # noqa: E402
-from service.calibration.config import StreamConfig  # noqa: E402
-from service.calibration.curve import fit_curve, spearman_against  # noqa: E402
-from service.calibration.estimators import LowessBias  # noqa: E402
-from service.features import FEATURE_NAMES, markdown_count  # noqa: E402
-from service.metrics import CalibrationMetrics  # noqa: E402
+from rewardcal.calibration import CalibrationEngine  # noqa: E402
+from rewardcal.calibration.config import StreamConfig  # noqa: E402
+from rewardcal.calibration.curve import fit_curve, spearman_against  # noqa: E402
+from rewardcal.calibration.estimators import LowessBias  # noqa: E402
+from rewardcal.features import FEATURE_NAMES, markdown_count  # noqa: E402
+from rewardcal.metrics import CalibrationMetrics  # noqa: E402
 
 MODEL = "default-rm-v1"
 GROUP = "bench"
@@ -194,8 +194,8 @@ def model_latency(model_path: Path, threads: int, n: int) -> dict[str, float]:
 
     import torch
 
-    from service import formatting
-    from service.backends.transformers_backend import TransformersBackend
+    from rewardcal import formatting
+    from rewardcal.backends.transformers_backend import TransformersBackend
     from tests.traffic import alpaca_items
 
     torch.set_num_threads(threads)
@@ -307,7 +307,7 @@ def main() -> None:
     refits = refit_costs(sizes, repeats, pool)  # first: the RSS peak is not yet the model's
 
     if args.model_path is None:
-        from service.default_model import ensure_default_model
+        from rewardcal.default_model import ensure_default_model
 
         cache = Path(os.environ.get("REWARDCAL_CACHE_DIR", "~/.cache/rewardcal")).expanduser()
         model_path = Path(ensure_default_model(cache, progress=True))

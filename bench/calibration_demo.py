@@ -19,9 +19,9 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from service.api import create_app
-from service.config import Settings
-from service.default_model import ensure_default_model
+from rewardcal.api import create_app
+from rewardcal.config import Settings
+from rewardcal.default_model import ensure_default_model
 
 
 def alpaca_items() -> list[dict[str, str]]:

@@ -24,11 +24,11 @@ from typing import Any
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from service.api import create_app
-from service.config import Settings
-from service.default_model import ensure_default_model
-from service.default_model.pairs import load_alpacaeval_outputs
-from service.plotting import new_figure
+from rewardcal.api import create_app
+from rewardcal.config import Settings
+from rewardcal.default_model import ensure_default_model
+from rewardcal.default_model.pairs import load_alpacaeval_outputs
+from rewardcal.plotting import new_figure
 
 GROUPS = ("drifting", "steady")
 

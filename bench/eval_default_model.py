@@ -1,7 +1,7 @@
 """Evaluate the built default reward model.
 
 Loads the model from the cache (``rewardcal build-default-model`` builds it), encodes
-every input through ``service.formatting`` exactly as the service does, scores with a plain
+every input through ``rewardcal.formatting`` exactly as the service does, scores with a plain
 transformers forward pass (float32, CPU), and prints:
 
 - pairwise accuracy (r_chosen > r_rejected) on the held-out pairs: overall, per source
@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from service import formatting  # noqa: E402
-from service.default_model import default_model_dir, read_metadata  # noqa: E402
-from service.default_model import pairs as pairs_mod  # noqa: E402
+from rewardcal import formatting  # noqa: E402
+from rewardcal.default_model import default_model_dir, read_metadata  # noqa: E402
+from rewardcal.default_model import pairs as pairs_mod  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from scipy.stats import spearmanr
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from service.default_model.train import pairwise_accuracy, score_sequences
+    from rewardcal.default_model.train import pairwise_accuracy, score_sequences
 
     model_dir = args.model_dir or default_model_dir(args.cache_dir.expanduser())
     meta = read_metadata(model_dir)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     # Held-out pairs.
-    from service.default_model.train import encode_pairs
+    from rewardcal.default_model.train import encode_pairs
 
     held_out = pairs_mod.select(pairs_mod.load_all_pairs(), split="test")
     if args.limit:

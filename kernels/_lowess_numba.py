@@ -337,7 +337,7 @@ _PLANS: weakref.WeakKeyDictionary[DeviceWindows, tuple[np.ndarray, ...]] = (
 
 
 def numba_moments(xs: Any, a_g: Any, b_g: Any, dw: DeviceWindows) -> Stats:
-    """:data:`kernels._lowess_ops.MomentsFn`, compiled (numpy arrays, exact-mode tuning)."""
+    """:data:`._lowess_ops.MomentsFn`, compiled (numpy arrays, exact-mode tuning)."""
     if _pass is None:  # pragma: no cover - callers check available()
         raise RuntimeError("numba is not installed")
     plan = _PLANS.get(dw)

@@ -8,7 +8,7 @@ import numpy as np
 
 
 class NumpyOps:
-    """:class:`kernels._lowess_ops.ArrayOps` over numpy float64 / int64 arrays."""
+    """:class:`rewardcal_kernels._lowess_ops.ArrayOps` over numpy float64 / int64 arrays."""
 
     xp: Any = np
 

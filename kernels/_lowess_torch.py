@@ -9,7 +9,7 @@ import torch
 
 
 class TorchOps:
-    """:class:`kernels._lowess_ops.ArrayOps` over float64 / int64 tensors on ``device``."""
+    """:class:`._lowess_ops.ArrayOps` over float64 / int64 tensors on ``device``."""
 
     xp: Any = torch
 

@@ -125,7 +125,7 @@ def _kernel() -> Any:
 
 
 def triton_moments(xs: Any, a_g: Any, b_g: Any, dw: DeviceWindows) -> Stats:
-    """Per-anchor window sums (the :data:`kernels._lowess_ops.MomentsFn` contract)."""
+    """Per-anchor window sums (the :data:`rewardcal_kernels._lowess_ops.MomentsFn` contract)."""
     if xs.device.type == "cpu":
         _check_interpreter()
     n = dw.size

@@ -87,9 +87,9 @@ def choose_span(
     spans : sequence of float in (0, 1]
         Candidates (at least one).
     it : int >= 0
-        Robustness passes, as in :func:`kernels.lowess`.
+        Robustness passes, as in :func:`rewardcal_kernels.lowess`.
     mode : {"exact", "grid"}
-        As in :func:`kernels.lowess`; in grid mode the hat values between anchors are
+        As in :func:`rewardcal_kernels.lowess`; in grid mode the hat values between anchors are
         interpolated like the fits.
 
     Raises

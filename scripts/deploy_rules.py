@@ -235,7 +235,7 @@ class DeployFiles:
 def settings_env_names(root: Path) -> frozenset[str]:
     """REWARDCAL_* variables the service reads: every settings field, plus the few read
     directly (string literals in service/, e.g. REWARDCAL_BUILD_THREADS)."""
-    settings = importlib.import_module("service.config").Settings
+    settings = importlib.import_module("rewardcal.config").Settings
     prefix = settings.model_config.get("env_prefix", "REWARDCAL_")
     names = {f"{prefix}{name}".upper() for name in settings.model_fields}
     for path in (root / "service").rglob("*.py"):
@@ -1155,7 +1155,7 @@ _TOKEN = re.compile(
 )
 
 
-def metric_catalog(module: str = "service.metrics") -> dict[str, frozenset[str]]:
+def metric_catalog(module: str = "rewardcal.metrics") -> dict[str, frozenset[str]]:
     """Every series the service exposes -> its labels, from the metric classes themselves
     (each class taking only a registry is instantiated on a fresh one)."""
     from prometheus_client import CollectorRegistry

@@ -225,7 +225,7 @@ def build_dummy_reward_model(
     """
     from transformers import LlamaConfig
 
-    from service.tiny_models import build_tiny_reward_model
+    from rewardcal.tiny_models import build_tiny_reward_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tiny = build_tiny_reward_model("llama", Path(tmp) / "tiny")
@@ -268,7 +268,7 @@ def realistic_items(count: int, longest_first: bool = False) -> list[dict[str, s
                 row = json.loads(line)
                 rows.append((str(row["instruction"]), str(row["output"])))
     else:
-        from service.tiny_models import training_corpus
+        from rewardcal.tiny_models import training_corpus
 
         lines = training_corpus()
         rows = [(lines[i], " ".join(lines[i + 1 : i + 12])) for i in range(0, len(lines) - 12, 12)]
@@ -286,7 +286,7 @@ def tokenize(model_dir: Path, items: list[dict[str, str]], max_tokens: int) -> l
     the service's own chat rendering and left truncation at ``max_tokens``."""
     from transformers import AutoTokenizer
 
-    from service import formatting
+    from rewardcal import formatting
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     texts = [
@@ -545,10 +545,10 @@ PARITY_CONVERSATION = [
 
 
 async def parity(arch: str, workdir: Path, profile: Profile, timeout_s: float) -> float:
-    from service import formatting
-    from service.backends.transformers_backend import TransformersBackend
-    from service.backends.vllm_backend import VllmBackend
-    from service.tiny_models import build_tiny_reward_model
+    from rewardcal import formatting
+    from rewardcal.backends.transformers_backend import TransformersBackend
+    from rewardcal.backends.vllm_backend import VllmBackend
+    from rewardcal.tiny_models import build_tiny_reward_model
 
     path = build_tiny_reward_model(arch, workdir / f"tiny-{arch}")  # type: ignore[arg-type]
     backend = VllmBackend(
@@ -586,9 +586,9 @@ def serve_dummy(model_dir: Path, port: int, profile: Profile, eager: bool) -> in
 
     import uvicorn
 
-    from service.api import create_app
-    from service.backends.vllm_backend import VllmBackend
-    from service.config import Settings
+    from rewardcal.api import create_app
+    from rewardcal.backends.vllm_backend import VllmBackend
+    from rewardcal.config import Settings
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(

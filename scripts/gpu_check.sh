@@ -53,7 +53,7 @@ if not cpu and "vllm" not in builds:
              "a GPU run needs vLLM's CUDA build: set PYTHON to its interpreter, or use --cpu")
 missing = []
 for name in ("torch", "transformers", "httpx", "uvicorn", "fastapi", "pydantic_settings",
-             "prometheus_client", "service.api", "service.backends.vllm_backend"):
+             "prometheus_client", "rewardcal.api", "rewardcal.backends.vllm_backend"):
     try:
         importlib.import_module(name)
     except Exception as exc:  # noqa: BLE001

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.config import Settings
-from service.log_context import configure_logging
+from rewardcal.config import Settings
+from rewardcal.log_context import configure_logging
 
 EXIT_BAD_CONFIG = 2
 EXIT_START_FAILED = 1
@@ -82,15 +82,15 @@ def _banner(settings: Settings, model_id: str) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.api import create_app
-    from service.api.deps import security_warnings
-    from service.api.http_protocol import header_timeout_protocol
+    from rewardcal.api import create_app
+    from rewardcal.api.deps import security_warnings
+    from rewardcal.api.http_protocol import header_timeout_protocol
 
     settings = _load_settings(args)
     configure_logging(settings.log_level)
     model_path = settings.model_path
     if model_path is None:
-        from service.default_model import ensure_default_model
+        from rewardcal.default_model import ensure_default_model
 
         model_path = ensure_default_model(settings.cache_dir, progress=True)
     elif not model_path.exists():
@@ -138,7 +138,7 @@ def _serve_workers(settings: Settings, model_path: Path) -> int:
 
     import uvicorn
 
-    from service.api.worker import WORKER_SETTINGS_ENV, settings_json
+    from rewardcal.api.worker import WORKER_SETTINGS_ENV, settings_json
 
     metrics_dir = tempfile.mkdtemp(prefix="rewardcal-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -148,7 +148,7 @@ def _serve_workers(settings: Settings, model_path: Path) -> int:
     print(f"rewardcal: {settings.workers} worker processes", flush=True)
     try:
         uvicorn.run(
-            "service.api.worker:create_worker_app",
+            "rewardcal.api.worker:create_worker_app",
             factory=True,
             host=settings.host,
             port=settings.port,
@@ -157,7 +157,7 @@ def _serve_workers(settings: Settings, model_path: Path) -> int:
             lifespan="on",
             timeout_graceful_shutdown=30,
             access_log=False,
-            http="service.api.http_protocol:WorkerHTTPProtocol",
+            http="rewardcal.api.http_protocol:WorkerHTTPProtocol",
         )
     finally:
         import shutil
@@ -167,7 +167,7 @@ def _serve_workers(settings: Settings, model_path: Path) -> int:
 
 
 def cmd_build_default_model(args: argparse.Namespace) -> int:
-    from service.default_model import build_default_model, ensure_default_model
+    from rewardcal.default_model import build_default_model, ensure_default_model
 
     settings = _load_settings(args)
     cache_dir = settings.cache_dir
@@ -180,7 +180,7 @@ def cmd_build_default_model(args: argparse.Namespace) -> int:
 
 
 def cmd_build_tiny_model(args: argparse.Namespace) -> int:
-    from service.tiny_models import build_tiny_reward_model
+    from rewardcal.tiny_models import build_tiny_reward_model
 
     path = build_tiny_reward_model(args.arch, Path(args.out), seed=args.seed)
     print(path)
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=cmd_build_tiny_model)
 
-    from service.offline import add_calibrate_parser
+    from rewardcal.offline import add_calibrate_parser
 
     add_calibrate_parser(sub)  # `rewardcal calibrate FILE`: offline, the paper's protocol
     return parser

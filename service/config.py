@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.calibration.config import MAX_ALPHA, FeatureStep, StreamConfig
+from rewardcal.calibration.config import MAX_ALPHA, FeatureStep, StreamConfig
 
 BackendName = Literal["transformers", "vllm", "remote"]
 CalibrationMethod = Literal["lowess", "mean", "penalty", "none"]

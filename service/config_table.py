@@ -1,6 +1,6 @@
 """The README's configuration table, generated from the settings object.
 
-``python -m service.config_table --write README.md`` replaces the table between its
+``python -m rewardcal.config_table --write README.md`` replaces the table between its
 markers; the tests fail when the README's table is stale.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic_core import PydanticUndefined
 
-from service.config import Settings
+from rewardcal.config import Settings
 
 START = "<!-- config-table:start -->"
 END = "<!-- config-table:end -->"

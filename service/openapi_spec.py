@@ -11,8 +11,8 @@ SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
 
 
 def build_spec() -> dict[str, Any]:
-    from service.api import create_app
-    from service.config import Settings
+    from rewardcal.api import create_app
+    from rewardcal.config import Settings
 
     # No lifespan runs: building the schema loads no model.
     app = create_app(Settings(_env_file=None), Path("/models/reward-model"))  # type: ignore[call-arg]

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from service.backends import BackendStartError, RewardBackend, create_backend
-from service.calibration import CalibrationEngine, LocalSnapshotStore
-from service.config import Settings
-from service.metrics import CalibrationMetrics, ServingMetrics
-from service.scheduler import BatchPolicy, Scheduler
-from service.scoring import ScoringService
+from rewardcal.backends import BackendStartError, RewardBackend, create_backend
+from rewardcal.calibration import CalibrationEngine, LocalSnapshotStore
+from rewardcal.config import Settings
+from rewardcal.metrics import CalibrationMetrics, ServingMetrics
+from rewardcal.scheduler import BatchPolicy, Scheduler
+from rewardcal.scoring import ScoringService
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def create_calibration(
 ) -> CalibrationEngine:
     """The calibration engine of the configured store (routes and scoring see one face)."""
     if settings.shared_store:
-        from service.calibration.redis_store import RedisCalibrationEngine
+        from rewardcal.calibration.redis_store import RedisCalibrationEngine
 
         password = settings.calibration_store_password
         return RedisCalibrationEngine(

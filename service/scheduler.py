@@ -4,7 +4,7 @@ One asyncio task owns the queue (TEI's queue, Ray Serve's ``_BatchQueue``). Requ
 their tokenized inputs in; the task waits until the queue holds a batch's worth of inputs
 or its oldest input has waited ``max_wait``, then takes the oldest input and the queued
 inputs closest to it in length, within a token budget (padded tokens) and a size cap
-(:mod:`service.batch_selection`: little padding, and no input starves), and awaits the
+(:mod:`rewardcal.batch_selection`: little padding, and no input starves), and awaits the
 backend, which runs inference off the event loop. Results keep request order.
 
 Admission is decided at once: when accepting a request would put more than ``max_queue``
@@ -24,11 +24,11 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from service.backends.base import RewardBackend
-from service.batch_selection import choose_batch
-from service.errors import ErrorType, Overloaded, ServiceError
-from service.log_context import request_id_var
-from service.metrics import ServingMetrics
+from rewardcal.backends.base import RewardBackend
+from rewardcal.batch_selection import choose_batch
+from rewardcal.errors import ErrorType, Overloaded, ServiceError
+from rewardcal.log_context import request_id_var
+from rewardcal.metrics import ServingMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class Scheduler:
                 await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
         if not self._drop_cancelled_head():
             return []
-        # The oldest input and those closest to it in length (see service.batch_selection).
+        # The oldest input and those closest to it in length (see rewardcal.batch_selection).
         candidates = [
             e for e in itertools.islice(self._queue, SELECTION_WINDOW) if not e.future.done()
         ]

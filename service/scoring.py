@@ -13,16 +13,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service import formatting
-from service.backends.base import RewardBackend
-from service.calibration import CalibrationEngine, CurveView
-from service.config import TruncationPolicy
-from service.errors import ErrorType, ServiceError
-from service.features import response_features
-from service.formatting import char_bound
-from service.metrics import ServingMetrics
-from service.scheduler import Scheduler
-from service.templated import ResponseLocator
+from rewardcal import formatting
+from rewardcal.backends.base import RewardBackend
+from rewardcal.calibration import CalibrationEngine, CurveView
+from rewardcal.config import TruncationPolicy
+from rewardcal.errors import ErrorType, ServiceError
+from rewardcal.features import response_features
+from rewardcal.formatting import char_bound
+from rewardcal.metrics import ServingMetrics
+from rewardcal.scheduler import Scheduler
+from rewardcal.templated import ResponseLocator
 
 TOKENIZE_CHUNK_CHARS = 1 << 17
 """Characters of text one tokenizer job takes at most (beyond one input's own bound): about

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from service.backends.base import BackendLimits, RewardBackend
+from rewardcal.backends.base import BackendLimits, RewardBackend
 
 
 class FakeBackend(RewardBackend):

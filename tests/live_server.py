@@ -14,9 +14,9 @@ from typing import Any
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from service.api import create_app
-from service.api.http_protocol import header_timeout_protocol
-from service.config import Settings
+from rewardcal.api import create_app
+from rewardcal.api.http_protocol import header_timeout_protocol
+from rewardcal.config import Settings
 
 
 def free_port() -> int:

@@ -53,7 +53,7 @@ def rewardcal_process(
     log_path = tmp / f"server-{port}.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", *args, "--port", str(port)],
+            [sys.executable, "-m", "rewardcal.cli", "serve", *args, "--port", str(port)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from service import formatting
-from service.backends.transformers_backend import TransformersBackend
+from rewardcal import formatting
+from rewardcal.backends.transformers_backend import TransformersBackend
 
 TEXTS = [
     "Short.",
@@ -99,7 +99,7 @@ def test_context_length_caps_max_input_tokens(tiny_models: dict[str, Path]) -> N
 
 
 def test_missing_model_is_one_clear_error(tmp_path: Path) -> None:
-    from service.backends import BackendStartError
+    from rewardcal.backends import BackendStartError
 
     backend = TransformersBackend(tmp_path / "nowhere")
     with pytest.raises(BackendStartError, match="no config.json"):

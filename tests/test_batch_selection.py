@@ -8,9 +8,9 @@ from collections.abc import Callable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.batch_selection import SHORT_SLACK, choose_batch, compatible
-from service.default_model.pairs import load_alpacaeval_outputs
-from service.scheduler import padded_cost
+from rewardcal.batch_selection import SHORT_SLACK, choose_batch, compatible
+from rewardcal.default_model.pairs import load_alpacaeval_outputs
+from rewardcal.scheduler import padded_cost
 
 Chooser = Callable[[list[int], int, int], list[int]]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 
-from service.calibration import (
+from rewardcal.calibration import (
     CalibrationEngine,
     CalibrationStatus,
     FeatureStep,
@@ -14,15 +14,15 @@ from service.calibration import (
     StreamConfig,
     fit_curve,
 )
-from service.calibration.curve import curve_drift
-from service.calibration.persistence import (
+from rewardcal.calibration.curve import curve_drift
+from rewardcal.calibration.persistence import (
     CorruptSnapshot,
     StreamSnapshot,
     decode_snapshot,
     encode_snapshot,
 )
-from service.calibration.window import RollingWindow
-from service.features import FEATURE_NAMES
+from rewardcal.calibration.window import RollingWindow
+from rewardcal.features import FEATURE_NAMES
 
 MODEL = "rm"
 
@@ -266,7 +266,7 @@ def test_reference_curve_until_own_fit(tmp_path) -> None:  # type: ignore[no-unt
 
 
 def test_group_cap(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from service.errors import ServiceError
+    from rewardcal.errors import ServiceError
 
     engine = _engine(tmp_path)
     sample = [{"chars": 10.0, "tokens": 3.0, "markdown": 0.0}]
@@ -329,7 +329,7 @@ def test_sigkill_during_snapshot_writes_leaves_a_loadable_snapshot(tmp_path) -> 
     writer = f"""
 import numpy as np
 from pathlib import Path
-from service.calibration.persistence import LocalSnapshotStore, StreamSnapshot
+from rewardcal.calibration.persistence import LocalSnapshotStore, StreamSnapshot
 store = LocalSnapshotStore(Path({str(tmp_path)!r}))
 rng = np.random.default_rng(0)
 i = 0
@@ -357,7 +357,7 @@ while True:
 def test_spearman_against_equals_scipy_with_ties_and_constants(n: int) -> None:
     from scipy.stats import spearmanr
 
-    from service.calibration.curve import spearman_against
+    from rewardcal.calibration.curve import spearman_against
 
     rng = np.random.default_rng(n)
     lengths = rng.integers(1, 40, n).astype(np.float64)  # heavy ties, as lengths have
@@ -378,7 +378,7 @@ def test_plot_renders_concurrently_and_identically() -> None:
     # plot.png is rendered in worker threads: concurrent renders must not share figure state.
     from concurrent.futures import ThreadPoolExecutor
 
-    from service.calibration.plot import render_png
+    from rewardcal.calibration.plot import render_png
 
     features, raw = _biased_samples(2000)
     curve = fit_curve(StreamConfig(frac=0.3, window=4096, min_samples=10), features, raw, 1)

@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from scipy.stats import spearmanr
 
-from kernels import DEFAULT_SPANS
-from service.calibration.curve import fit_curve
-from service.config import Settings
-from service.features import FEATURE_NAMES
+from rewardcal.calibration.curve import fit_curve
+from rewardcal.config import Settings
+from rewardcal.features import FEATURE_NAMES
+from rewardcal_kernels import DEFAULT_SPANS
 from tests.conftest import AppFactory
 from tests.fakes import LengthBiasedBackend
 from tests.test_calibration_routes import _metric, _send
@@ -98,7 +98,7 @@ def test_defaults_remove_the_length_bias_of_alpacaeval_on_the_default_model(
     """The issue's new-user check: default model, every setting at its default, 606
     responses of three LLMs of very different verbosity scored as one run, then scored
     again with observe: false once a curve is fitted (frac 1.0 left Spearman +0.23)."""
-    from service.default_model import ensure_default_model
+    from rewardcal.default_model import ensure_default_model
 
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     model = ensure_default_model(settings.cache_dir, progress=False)

@@ -1,4 +1,4 @@
-"""The Python client (service.client): retry policy on a mock transport, then sync, async and
+"""The Python client (rewardcal_client): retry policy on a mock transport, then sync, async and
 the trainer integrations against ONE real `rewardcal serve` process for the module."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.client import (
+from rewardcal_client import (
     AsyncRewardClient,
     RetryPolicy,
     RewardClient,
@@ -26,7 +26,7 @@ from service.client import (
     make_verl_compute_score,
     pooled_client,
 )
-from service.client._http import parse_retry_after
+from rewardcal_client._http import parse_retry_after
 from tests.serve_process import rewardcal_process
 
 KEY = "test-client-key"

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from transformers import AutoTokenizer
 
-from service.client import RewardClient
-from service.formatting import render_messages
+from rewardcal.formatting import render_messages
+from rewardcal_client import RewardClient
 from tests.conftest import AppFactory
 from tests.fakes import FakeBackend
 

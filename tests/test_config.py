@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import build_parser, main, settings_from_args
-from service.config import Settings
+from rewardcal.cli import build_parser, main, settings_from_args
+from rewardcal.config import Settings
 
 
 def test_defaults_bind_loopback() -> None:

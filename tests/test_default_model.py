@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from service import formatting
-from service.default_model import build as build_mod
-from service.default_model import pairs as pairs_mod
-from service.default_model.recipe import (
+from rewardcal import formatting
+from rewardcal.default_model import build as build_mod
+from rewardcal.default_model import pairs as pairs_mod
+from rewardcal.default_model.recipe import (
     CHAT_TEMPLATE,
     DEFAULT_MODEL_NAME,
     MARKER_FILE,
@@ -219,7 +219,7 @@ def test_chat_template_renders_one_plain_sequence(tokenizer: object, tmp_path: P
 
 
 def test_encoding_goes_through_formatting(tokenizer: object) -> None:
-    from service.default_model import train
+    from rewardcal.default_model import train
 
     pair = pairs_mod.load_hh_rlhf_pairs()[0]
     ((chosen, rejected),) = train.encode_pairs(tokenizer, [pair], max_tokens=64)
@@ -250,7 +250,7 @@ def _tiny_model(seed: int) -> object:
 
 
 def _tiny_run(tokenizer: object, seed: int) -> tuple[dict[str, object], list[float]]:
-    from service.default_model import train
+    from rewardcal.default_model import train
 
     pairs = pairs_mod.select(pairs_mod.load_docstring_pairs(), split="train")[:8]
     encoded = train.encode_pairs(tokenizer, pairs, max_tokens=48)
@@ -279,7 +279,7 @@ def test_tiny_training_is_deterministic_and_learns(tokenizer: object) -> None:
 def test_make_batches_cover_every_pair_once() -> None:
     import random
 
-    from service.default_model import train
+    from rewardcal.default_model import train
 
     encoded = [([1] * n, [1] * (n // 2 + 1)) for n in range(1, 40)]
     batches = train.make_batches(encoded, 8, random.Random(0))
@@ -318,7 +318,7 @@ def test_default_model_dir(tmp_path: Path) -> None:
 
 
 def test_build_then_reuse(tmp_path: Path, fake_training: list[int]) -> None:
-    from service.default_model import build_default_model, ensure_default_model
+    from rewardcal.default_model import build_default_model, ensure_default_model
 
     target = build_default_model(tmp_path, progress=False)
     assert target == build_mod.default_model_dir(tmp_path)
@@ -338,7 +338,7 @@ def test_build_then_reuse(tmp_path: Path, fake_training: list[int]) -> None:
 
 def test_build_on_other_training_data_is_rebuilt(tmp_path: Path, fake_training: list[int]) -> None:
     # An upgrade that ships different pairs must not keep serving the old model.
-    from service.default_model import build_default_model, ensure_default_model
+    from rewardcal.default_model import build_default_model, ensure_default_model
 
     target = build_default_model(tmp_path, progress=False)
     marker = target / MARKER_FILE
@@ -354,7 +354,7 @@ def test_build_on_other_training_data_is_rebuilt(tmp_path: Path, fake_training: 
 
 
 def test_interrupted_build_is_rebuilt(tmp_path: Path, fake_training: list[int]) -> None:
-    from service.default_model import ensure_default_model
+    from rewardcal.default_model import ensure_default_model
 
     target = build_mod.default_model_dir(tmp_path)
     target.mkdir(parents=True)
@@ -388,7 +388,7 @@ def test_bad_marker_means_incomplete(tmp_path: Path, marker: str) -> None:
 
 
 def test_marker_without_weights_means_incomplete(tmp_path: Path, fake_training: list[int]) -> None:
-    from service.default_model import build_default_model
+    from rewardcal.default_model import build_default_model
 
     target = build_default_model(tmp_path, progress=False)
     (target / "model.safetensors").unlink()
@@ -396,7 +396,7 @@ def test_marker_without_weights_means_incomplete(tmp_path: Path, fake_training: 
 
 
 def test_failed_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from service.default_model import build_default_model
+    from rewardcal.default_model import build_default_model
 
     def failing(out_dir: Path, *, seed: int, progress: bool) -> dict[str, object]:
         (out_dir / "config.json").write_text("{}")

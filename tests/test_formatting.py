@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-from service import formatting
-from service.features import markdown_count, response_features
+from rewardcal import formatting
+from rewardcal.features import markdown_count, response_features
 
 
 @pytest.fixture(scope="module")

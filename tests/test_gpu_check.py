@@ -113,7 +113,7 @@ def test_the_dummy_model_states_the_context_both_sides_use(tmp_path: Path) -> No
     tokenizer's 512."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from service.backends.transformers_backend import _context_length
+    from rewardcal.backends.transformers_backend import _context_length
 
     model = gpu_check.build_dummy_reward_model(
         tmp_path / "rm", gpu_check.LLAMA_8B_SHAPE, "bfloat16", 2048
@@ -133,9 +133,9 @@ def test_the_vllm_backend_spawns_its_engine_like_the_tests_do(
 ) -> None:
     """On GPU vLLM would fork the engine from a worker thread of the running server; the
     backend asks for spawn (what vLLM forces on CPU) before vLLM is imported."""
-    from service.backends import BackendStartError
-    from service.backends.vllm_backend import VllmBackend
-    from service.tiny_models import build_tiny_reward_model
+    from rewardcal.backends import BackendStartError
+    from rewardcal.backends.vllm_backend import VllmBackend
+    from rewardcal.tiny_models import build_tiny_reward_model
 
     model = build_tiny_reward_model("llama", tmp_path / "rm")
     monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD", raising=False)

@@ -19,16 +19,16 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service import formatting
-from service.api.deps import security_warnings
-from service.calibration import CalibrationEngine, validate_group
-from service.calibration.config import StreamConfig
-from service.calibration.persistence import LocalSnapshotStore, StreamSnapshot
-from service.config import Settings
-from service.errors import ServiceError
-from service.metrics import CalibrationMetrics
-from service.scheduler import BatchPolicy, Scheduler
-from service.scoring import ScoreInput, ScoringService
+from rewardcal import formatting
+from rewardcal.api.deps import security_warnings
+from rewardcal.calibration import CalibrationEngine, validate_group
+from rewardcal.calibration.config import StreamConfig
+from rewardcal.calibration.persistence import LocalSnapshotStore, StreamSnapshot
+from rewardcal.config import Settings
+from rewardcal.errors import ServiceError
+from rewardcal.metrics import CalibrationMetrics
+from rewardcal.scheduler import BatchPolicy, Scheduler
+from rewardcal.scoring import ScoreInput, ScoringService
 from tests.conftest import AppFactory
 from tests.fakes import FakeBackend, LengthBiasedBackend
 from tests.live_server import live_server, raw_request, read_response

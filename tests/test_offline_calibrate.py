@@ -1,6 +1,6 @@
 """``rewardcal calibrate FILE`` against direct transcriptions of the paper's procedure.
 
-The references here are written independently of ``service.offline``: statsmodels' LOWESS
+The references here are written independently of ``rewardcal.offline``: statsmodels' LOWESS
 with the paper script's ``bisect_left`` lookup, RC-Mean and the length penalty as loops,
 and RewardBench's section weighting from its constants typed out again.
 """
@@ -22,10 +22,10 @@ import pytest
 from scipy.stats import spearmanr
 from statsmodels.nonparametric.smoothers_lowess import lowess as sm_lowess
 
-from kernels import lowess
-from service.cli import main
-from service.features import markdown_count
-from service.offline.protocol import paper_lookup
+from rewardcal.cli import main
+from rewardcal.features import markdown_count
+from rewardcal.offline.protocol import paper_lookup
+from rewardcal_kernels import lowess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -238,7 +238,7 @@ def subprocess_run(rb_file: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "rewardcal.cli",
             "calibrate",
             str(rb_file),
             "--out",

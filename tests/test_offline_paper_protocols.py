@@ -1,7 +1,7 @@
 """The paper's remaining offline protocols, each against a straight transcription of its
 script (ZeroYuHuang/Reward-Calibration, ``src/calibrate_alpacaeval.py`` and
 ``src/calibrate_rewardbench.py``) written here with statsmodels, numpy, bisect and the
-script's own regular expressions, not with ``service.offline``."""
+script's own regular expressions, not with ``rewardcal.offline``."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import pytest
 from scipy.stats import spearmanr
 from statsmodels.nonparametric.smoothers_lowess import lowess as sm_lowess
 
-from service.cli import main
-from service.features import markdown_count
-from service.offline.measure import paper_markdown_count
+from rewardcal.cli import main
+from rewardcal.features import markdown_count
+from rewardcal.offline.measure import paper_markdown_count
 from tests.test_offline_calibrate import _read_jsonl, _rewardbench_rows, _score, _write_jsonl
 
 GENERATORS = {"gpt4_1106_preview": 1.8, "verbose-7b": 2.6, "terse-7b": 0.6, "mid-13b": 1.2}

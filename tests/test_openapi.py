@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from service.openapi_spec import SPEC_PATH, main, render_spec
+from rewardcal.openapi_spec import SPEC_PATH, main, render_spec
 
 
 def test_committed_spec_is_not_stale() -> None:

@@ -28,8 +28,8 @@ import uvicorn
 import yaml
 from prometheus_client import CollectorRegistry
 
-from service.api import create_app
-from service.config import Settings
+from rewardcal.api import create_app
+from rewardcal.config import Settings
 from tests.fakes import FakeBackend
 from tests.test_deploy import rules
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.config_table import render_table
+from rewardcal.config_table import render_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -12,7 +12,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def test_config_table_is_current() -> None:
     text = README.read_text()
     assert render_table() in text, (
-        "README config table is stale: python -m service.config_table --write README.md"
+        "README config table is stale: python -m rewardcal.config_table --write README.md"
     )
 
 

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.calibration.config import StreamConfig
-from service.calibration.curve import fit_curve
-from service.calibration.redis_store import RedisCalibrationEngine
-from service.calibration.stream import CalibrationStatus
-from service.errors import ServiceError
-from service.metrics import CalibrationMetrics
+from rewardcal.calibration.config import StreamConfig
+from rewardcal.calibration.curve import fit_curve
+from rewardcal.calibration.redis_store import RedisCalibrationEngine
+from rewardcal.calibration.stream import CalibrationStatus
+from rewardcal.errors import ServiceError
+from rewardcal.metrics import CalibrationMetrics
 from tests.conftest import AppFactory
 from tests.fakes import LengthBiasedBackend
 from tests.redis_server import RedisServer
@@ -136,9 +136,9 @@ async def test_a_dead_refit_holder_is_replaced_and_cannot_publish(
         f"""
 import asyncio, sys, time
 sys.path.insert(0, {str(Path.cwd())!r})
-from service.calibration.config import StreamConfig
-from service.calibration.curve import fit_curve
-from service.calibration.redis_store import RedisCalibrationEngine
+from rewardcal.calibration.config import StreamConfig
+from rewardcal.calibration.curve import fit_curve
+from rewardcal.calibration.redis_store import RedisCalibrationEngine
 
 def slow_fit(*args):
     print("fitting", flush=True)

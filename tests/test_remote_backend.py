@@ -28,13 +28,13 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from service import formatting
-from service.api import create_app
-from service.backends import BackendStartError, create_backend
-from service.backends.remote_backend import RemoteBackend
-from service.backends.transformers_backend import TransformersBackend
-from service.config import Settings
-from service.errors import ErrorType, ServiceError
+from rewardcal import formatting
+from rewardcal.api import create_app
+from rewardcal.backends import BackendStartError, create_backend
+from rewardcal.backends.remote_backend import RemoteBackend
+from rewardcal.backends.transformers_backend import TransformersBackend
+from rewardcal.config import Settings
+from rewardcal.errors import ErrorType, ServiceError
 from tests.conftest import wait_ready
 
 MODEL_NAME = "tiny-llama-rm"

@@ -66,8 +66,8 @@ def test_rewards_shape_and_warming_up_fields(
 def test_rewards_match_the_backend_score_of_the_same_text(
     make_client: AppFactory, tiny_models: dict[str, Path]
 ) -> None:
-    from service import formatting
-    from service.backends.transformers_backend import TransformersBackend
+    from rewardcal import formatting
+    from rewardcal.backends.transformers_backend import TransformersBackend
 
     client = make_client(tiny_models["llama"])
     out = client.post("/v1/rewards", json={"items": [ITEM]}).json()
@@ -206,7 +206,7 @@ def test_ready_is_503_until_the_model_is_loaded(
 def test_load_failure_is_reported_not_raised(
     make_client: AppFactory, tiny_models: dict[str, Path], fake_backend: FakeBackend
 ) -> None:
-    from service.backends import BackendStartError
+    from rewardcal.backends import BackendStartError
 
     fake_backend.start_error = BackendStartError("cannot load reward model from /x: broken")
     client = make_client(tiny_models["bert"], backend=fake_backend, wait=False)
@@ -483,7 +483,7 @@ def test_logs_carry_request_ids_but_no_bodies_or_keys(
 ) -> None:
     import logging
 
-    from service.log_context import LOG_FORMAT, RequestIdFilter
+    from rewardcal.log_context import LOG_FORMAT, RequestIdFilter
 
     records: list[str] = []
 

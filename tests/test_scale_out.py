@@ -113,7 +113,7 @@ def test_workers_share_the_port_the_curve_and_the_metrics(
 
 def test_workers_need_a_shared_store() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--workers", "2"],
+        [sys.executable, "-m", "rewardcal.cli", "serve", "--workers", "2"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from service.errors import ErrorType, Overloaded, ServiceError
-from service.scheduler import BatchPolicy, Scheduler, padded_cost
+from rewardcal.errors import ErrorType, Overloaded, ServiceError
+from rewardcal.scheduler import BatchPolicy, Scheduler, padded_cost
 from tests.fakes import FakeBackend
 
 

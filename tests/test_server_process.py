@@ -36,7 +36,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def _serve(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", *args],
+        [sys.executable, "-m", "rewardcal.cli", "serve", *args],
         env=_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -156,7 +156,7 @@ def _calibration_state(base: str, group: str) -> dict:
 
 def _snapshot_of(state_dir: Path, group: str) -> tuple[int, int]:
     """(version, window size) recorded in the stream's snapshot file."""
-    from service.calibration.persistence import decode_snapshot
+    from rewardcal.calibration.persistence import decode_snapshot
 
     files = [p for p in (state_dir / "calibration").glob("*.snapshot") if f"__{group}-" in p.name]
     assert len(files) == 1, files

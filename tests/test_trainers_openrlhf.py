@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from service.client import RewardClient
+from rewardcal_client import RewardClient
 from tests import serve_process
 from tests.trainer_wheels import (
     OPENRLHF_BATCH_VERSION,

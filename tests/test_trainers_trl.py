@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from service.client import RewardClient, make_trl_reward_func
+from rewardcal_client import RewardClient, make_trl_reward_func
 from tests import serve_process
 
 GROUP = "grpo-run"

@@ -1,7 +1,7 @@
 """verl's own released reward code (0.9.1 and 0.7.1 wheels) against a live rewardcal.
 
 The documented set-up (``reward.custom_reward_function`` pointing at
-``service.client.integrations``, as ``pkg://`` and as a file path) goes through verl's own
+``rewardcal_client.integrations``, as ``pkg://`` and as a file path) goes through verl's own
 loader and naive reward manager; verl's built-in reward-model client posts the rendered chat
 to ``/classify`` naming the model by its path. Each must receive rewardcal's calibrated
 reward for the same text, re-scored here with ``observe: false``.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import service.client.integrations as integrations
-from service.client import RewardClient
+import rewardcal_client.integrations as integrations
+from rewardcal_client import RewardClient
 from tests import serve_process
 from tests.trainer_wheels import VERL_VERSIONS, run_harness, source_root
 
@@ -45,7 +45,7 @@ def test_verl_receives_the_calibrated_reward(
             "prompt": PROMPT,
             "response": RESPONSE,
             "reward_paths": {
-                "pkg": "pkg://service.client.integrations",
+                "pkg": "pkg://rewardcal_client.integrations",
                 "file": integrations.__file__,
             },
         },

@@ -35,12 +35,12 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from service import formatting
-from service.api import create_app
-from service.backends import BackendStartError
-from service.backends.transformers_backend import TransformersBackend
-from service.backends.vllm_backend import VllmBackend
-from service.config import Settings
+from rewardcal import formatting
+from rewardcal.api import create_app
+from rewardcal.backends import BackendStartError
+from rewardcal.backends.transformers_backend import TransformersBackend
+from rewardcal.backends.vllm_backend import VllmBackend
+from rewardcal.config import Settings
 
 # vLLM's distributed init otherwise probes the network for this host's address.
 os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
@@ -94,7 +94,7 @@ class Served:
 
 def _model_path(name: str, tiny_models: dict[str, Path]) -> Path:
     if name == "default":
-        from service.default_model import ensure_default_model
+        from rewardcal.default_model import ensure_default_model
 
         return ensure_default_model(Settings().cache_dir, progress=False)
     return tiny_models[name.removeprefix("tiny-")]
@@ -242,8 +242,8 @@ def test_settings_reach_the_engine_without_importing_vllm(tiny_models: dict[str,
     code = f"""
 import sys
 from pathlib import Path
-from service.backends import create_backend
-from service.config import Settings
+from rewardcal.backends import create_backend
+from rewardcal.config import Settings
 settings = Settings(_env_file=None, backend="vllm", dtype="bfloat16", tensor_parallel_size=2,
     gpu_memory_utilization=0.5, kv_cache_memory_bytes=2**30, max_model_len=1024,
     enforce_eager=True, trust_remote_code=True)
@@ -317,7 +317,7 @@ def test_cli_exits_non_zero_when_the_engine_cannot_start(
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "rewardcal.cli",
             "serve",
             "--backend",
             "vllm",

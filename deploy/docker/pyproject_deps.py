@@ -32,9 +32,15 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+# Built from this repository's own folders (client/), installed by the Dockerfile from the
+# build context, never from an index.
+LOCAL_DISTRIBUTIONS = frozenset({"rewardcal-client"})
+
+
 def requirements(pyproject: Path) -> list[str]:
     with pyproject.open("rb") as handle:
-        return list(tomllib.load(handle)["project"]["dependencies"])
+        listed = tomllib.load(handle)["project"]["dependencies"]
+    return [r for r in listed if canonical(requirement_name(r)) not in LOCAL_DISTRIBUTIONS]
 
 
 def requirement_name(requirement: str) -> str:

@@ -1,5 +1,5 @@
 """HTTP surface: thin routes over the runtime built in the lifespan."""
 
-from service.api.app import create_app
+from rewardcal.api.app import create_app
 
 __all__ = ["create_app"]

@@ -22,16 +22,16 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CollectorRegistry
 
-from service import __version__
-from service.api.deps import require_api_key
-from service.api.error_handlers import install_error_handlers
-from service.api.middleware import RequestContextMiddleware
-from service.api.routes import calibration, native, openrlhf, ops, vllm_compat
-from service.backends import BackendStartError, RewardBackend
-from service.config import Settings
-from service.errors import ErrorType, envelope
-from service.metrics import multiprocess_dir
-from service.runtime import Runtime
+from rewardcal import __version__
+from rewardcal.api.deps import require_api_key
+from rewardcal.api.error_handlers import install_error_handlers
+from rewardcal.api.middleware import RequestContextMiddleware
+from rewardcal.api.routes import calibration, native, openrlhf, ops, vllm_compat
+from rewardcal.backends import BackendStartError, RewardBackend
+from rewardcal.config import Settings
+from rewardcal.errors import ErrorType, envelope
+from rewardcal.metrics import multiprocess_dir
+from rewardcal.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def use_envelope_for_validation_errors(schema: dict[str, Any]) -> dict[str, Any]
     ref = {"$ref": "#/components/schemas/ErrorEnvelope"}
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     if "ErrorEnvelope" not in components:
-        from service.errors import ErrorEnvelope
+        from rewardcal.errors import ErrorEnvelope
 
         components["ErrorEnvelope"] = ErrorEnvelope.model_json_schema(
             ref_template="#/components/schemas/{model}"

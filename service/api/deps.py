@@ -11,9 +11,9 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from service.config import Settings
-from service.errors import ErrorType, ServiceError
-from service.runtime import Runtime
+from rewardcal.config import Settings
+from rewardcal.errors import ErrorType, ServiceError
+from rewardcal.runtime import Runtime
 
 
 def get_runtime(request: Request) -> Runtime:

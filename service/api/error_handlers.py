@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import ErrorType, ServiceError, envelope, error_type_for_status
-from service.schemas.common import INVALID_UNICODE
+from rewardcal.errors import ErrorType, ServiceError, envelope, error_type_for_status
+from rewardcal_client.protocol.common import INVALID_UNICODE
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.cancellation import CLIENT_CLOSED
-from service.errors import ErrorType, envelope
-from service.log_context import request_id_var
-from service.metrics import ServingMetrics
+from rewardcal.api.cancellation import CLIENT_CLOSED
+from rewardcal.errors import ErrorType, envelope
+from rewardcal.log_context import request_id_var
+from rewardcal.metrics import ServingMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class RequestContextMiddleware:
         path = getattr(route, "path", None) or "unmatched"
         metrics.request(path, status, time.perf_counter() - started)
         if status >= 400 and status != CLIENT_CLOSED:
-            from service.errors import error_type_for_status
+            from rewardcal.errors import error_type_for_status
 
             typed = (scope.get("state") or {}).get("error_type")
             metrics.error(typed or error_type_for_status(status).value)

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from service.config import Settings
+from rewardcal.config import Settings
 
 WORKER_SETTINGS_ENV = "REWARDCAL_WORKER_SETTINGS"
 
@@ -32,8 +32,8 @@ def settings_json(settings: Settings, model_path: Path) -> str:
 
 
 def create_worker_app() -> FastAPI:
-    from service.api.app import create_app
-    from service.log_context import configure_logging
+    from rewardcal.api.app import create_app
+    from rewardcal.log_context import configure_logging
 
     data = json.loads(os.environ[WORKER_SETTINGS_ENV])
     settings = Settings(**data)

@@ -1,7 +1,7 @@
 """Reward model runtimes behind one interface."""
 
-from service.backends.base import BackendLimits, BackendStartError, RewardBackend
-from service.backends.registry import available_backends, create_backend, register_backend
+from rewardcal.backends.base import BackendLimits, BackendStartError, RewardBackend
+from rewardcal.backends.registry import available_backends, create_backend, register_backend
 
 __all__ = [
     "BackendLimits",

@@ -2,7 +2,7 @@
 
 Kept small on purpose (the shape of TEI's backend trait): a backend scores batches of
 token ids and says whether it is healthy. Tokenization happens before the backend (see
-``service.formatting``), so every backend scores the same tokens and the scheduler's
+``rewardcal.formatting``), so every backend scores the same tokens and the scheduler's
 token budget counts real tokens.
 """
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from service.backends.base import RewardBackend
-from service.config import Settings
+from rewardcal.backends.base import RewardBackend
+from rewardcal.config import Settings
 
 BackendFactory = Callable[[Settings, Path], RewardBackend]
 
@@ -39,7 +39,7 @@ def available_backends() -> list[str]:
 def _load_builtin_backends() -> None:
     # Imported lazily: importing registers each factory. vllm_backend does not import vLLM
     # itself (only its start() does), so every backend is listed without vLLM installed.
-    from service.backends import (  # noqa: F401
+    from rewardcal.backends import (  # noqa: F401
         remote_backend,
         transformers_backend,
         vllm_backend,

@@ -26,15 +26,15 @@ from typing import Any
 
 import httpx
 
-from service.backends.base import (
+from rewardcal.backends.base import (
     BackendLimits,
     BackendStartError,
     LocalTokenizerBackend,
     RewardBackend,
 )
-from service.backends.registry import register_backend
-from service.config import Settings
-from service.errors import ErrorType, ServiceError
+from rewardcal.backends.registry import register_backend
+from rewardcal.config import Settings
+from rewardcal.errors import ErrorType, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class RemoteBackend(LocalTokenizerBackend):
     def _load_tokenizer(self) -> tuple[Any, int]:
         from transformers import AutoConfig, AutoTokenizer
 
-        from service.backends.transformers_backend import _context_length
+        from rewardcal.backends.transformers_backend import _context_length
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(

@@ -19,14 +19,14 @@ from typing import Any
 
 import torch
 
-from service.backends.base import (
+from rewardcal.backends.base import (
     BackendLimits,
     BackendStartError,
     LocalTokenizerBackend,
     RewardBackend,
 )
-from service.backends.registry import register_backend
-from service.config import Settings
+from rewardcal.backends.registry import register_backend
+from rewardcal.config import Settings
 
 logger = logging.getLogger(__name__)
 

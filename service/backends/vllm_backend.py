@@ -6,7 +6,7 @@ one-label models otherwise). vLLM batches concurrent requests itself (continuous
 under its own token budget), so the scheduler forwards inputs at once
 (``batches_itself=True``) and only its admission control applies.
 
-Inputs are token ids from ``service.formatting`` sent as ``{"prompt_token_ids": ids}``: vLLM
+Inputs are token ids from ``rewardcal.formatting`` sent as ``{"prompt_token_ids": ids}``: vLLM
 never tokenizes or applies a chat template here, so this backend scores exactly the tokens
 the transformers backend scores. The tokenizer (and its chat template) is loaded with
 transformers from the model directory, as the transformers backend does. For decoder reward
@@ -33,17 +33,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from service import formatting
-from service.backends.base import (
+from rewardcal import formatting
+from rewardcal.backends.base import (
     BackendLimits,
     BackendStartError,
     LocalTokenizerBackend,
     RewardBackend,
 )
-from service.backends.registry import register_backend
-from service.config import Settings
-from service.errors import ErrorType, ServiceError
-from service.log_context import request_id_var
+from rewardcal.backends.registry import register_backend
+from rewardcal.config import Settings
+from rewardcal.errors import ErrorType, ServiceError
+from rewardcal.log_context import request_id_var
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class VllmBackend(LocalTokenizerBackend):
         """
         from transformers import AutoConfig, AutoTokenizer
 
-        from service.backends.transformers_backend import _context_length
+        from rewardcal.backends.transformers_backend import _context_length
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(

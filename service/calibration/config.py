@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.features import FEATURE_NAMES
+from rewardcal.features import FEATURE_NAMES
 
 MAX_CURVE_POINTS = 131_072
 """Most points one fitted estimator holds (RC-Mean keeps its window; LOWESS one point per
@@ -44,7 +44,7 @@ class StreamConfig(BaseModel):
     frac: float | Literal["auto"] = Field(
         default="auto",
         description="LOWESS span in (0, 1], or auto: each refit chooses it from a grid by "
-        "leave-one-out cross-validation on the window (kernels.choose_span).",
+        "leave-one-out cross-validation on the window (rewardcal_kernels.choose_span).",
     )
     it: int = Field(default=3, ge=0, le=10, description="LOWESS robustness iterations.")
     lowess_mode: Literal["exact", "grid", "auto"] = Field(

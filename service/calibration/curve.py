@@ -17,16 +17,16 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata, spearmanr
 
-from service.calibration.config import StreamConfig, feature_index
-from service.calibration.estimators import (
+from rewardcal.calibration.config import StreamConfig, feature_index
+from rewardcal.calibration.estimators import (
     BiasEstimator,
     LowessBias,
     MeanBias,
     PenaltyBias,
     estimator_from_dict,
 )
-from service.calibration.models import ComponentModel, CurveModel
-from service.features import FEATURE_NAMES
+from rewardcal.calibration.models import ComponentModel, CurveModel
+from rewardcal.features import FEATURE_NAMES
 
 Array = npt.NDArray[np.float64]
 

@@ -16,14 +16,14 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-from service.calibration.config import StreamConfig
-from service.calibration.curve import Curve, curve_drift, fit_curve
-from service.calibration.models import GROUP_PATTERN, StreamStateModel
-from service.calibration.persistence import SnapshotStore, StreamSnapshot
-from service.calibration.stream import CalibrationStatus, CalibrationStream, CurveView
-from service.calibration.window import Array
-from service.errors import ErrorType, ServiceError
-from service.metrics import CalibrationMetrics
+from rewardcal.calibration.config import StreamConfig
+from rewardcal.calibration.curve import Curve, curve_drift, fit_curve
+from rewardcal.calibration.models import GROUP_PATTERN, StreamStateModel
+from rewardcal.calibration.persistence import SnapshotStore, StreamSnapshot
+from rewardcal.calibration.stream import CalibrationStatus, CalibrationStream, CurveView
+from rewardcal.calibration.window import Array
+from rewardcal.errors import ErrorType, ServiceError
+from rewardcal.metrics import CalibrationMetrics
 
 logger = logging.getLogger(__name__)
 

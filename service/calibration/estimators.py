@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from kernels import LowessCurve, choose_span, lowess_curve, rc_mean
+from rewardcal_kernels import LowessCurve, choose_span, lowess_curve, rc_mean
 
 Array = npt.NDArray[np.float64]
 

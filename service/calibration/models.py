@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.calibration.config import MAX_ALPHA, MAX_CURVE_POINTS, FeatureName, StreamConfig
+from rewardcal.calibration.config import MAX_ALPHA, MAX_CURVE_POINTS, FeatureName, StreamConfig
 
 MAX_VERSION = 2**53
 """Versions are JSON numbers; beyond 2^53 clients reading them as doubles lose digits."""

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from service.calibration.window import Array
+from rewardcal.calibration.window import Array
 
 logger = logging.getLogger(__name__)
 

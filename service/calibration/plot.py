@@ -6,10 +6,10 @@ import io
 
 import numpy as np
 
-from service.calibration.config import feature_index
-from service.calibration.curve import Curve, spearman
-from service.calibration.window import Array
-from service.plotting import new_figure, sample_points, scatter_rewards
+from rewardcal.calibration.config import feature_index
+from rewardcal.calibration.curve import Curve, spearman
+from rewardcal.calibration.window import Array
+from rewardcal.plotting import new_figure, sample_points, scatter_rewards
 
 
 def render_png(

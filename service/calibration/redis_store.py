@@ -44,14 +44,14 @@ from typing import Any
 
 import numpy as np
 
-from service.calibration.config import StreamConfig
-from service.calibration.curve import Curve, curve_drift, features_matrix, fit_curve
-from service.calibration.engine import CalibrationEngine, check_refit
-from service.calibration.stream import CalibrationStatus, CalibrationStream, CurveView
-from service.calibration.window import Array
-from service.errors import ErrorType, ServiceError
-from service.features import FEATURE_NAMES
-from service.metrics import CalibrationMetrics
+from rewardcal.calibration.config import StreamConfig
+from rewardcal.calibration.curve import Curve, curve_drift, features_matrix, fit_curve
+from rewardcal.calibration.engine import CalibrationEngine, check_refit
+from rewardcal.calibration.stream import CalibrationStatus, CalibrationStream, CurveView
+from rewardcal.calibration.window import Array
+from rewardcal.errors import ErrorType, ServiceError
+from rewardcal.features import FEATURE_NAMES
+from rewardcal.metrics import CalibrationMetrics
 
 logger = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from service.calibration.config import StreamConfig
-from service.calibration.curve import Curve, features_matrix
-from service.calibration.models import StreamStateModel
-from service.calibration.window import Array, RollingWindow
-from service.features import FEATURE_NAMES
+from rewardcal.calibration.config import StreamConfig
+from rewardcal.calibration.curve import Curve, features_matrix
+from rewardcal.calibration.models import StreamStateModel
+from rewardcal.calibration.window import Array, RollingWindow
+from rewardcal.features import FEATURE_NAMES
 
 
 class CalibrationStatus(enum.StrEnum):

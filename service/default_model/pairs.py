@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from service import formatting
+from rewardcal import formatting
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DOCSTRING_PAIRS = DATA_DIR / "docstring-pairs.jsonl.gz"

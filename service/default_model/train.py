@@ -1,6 +1,6 @@
 """Deterministic Bradley-Terry fine-tuning of a sequence-classification reward model.
 
-Examples go through :mod:`service.formatting` exactly as served requests do: messages are
+Examples go through :mod:`rewardcal.formatting` exactly as served requests do: messages are
 rendered with the tokenizer's chat template, then encoded with left truncation at
 ``max_tokens``. token_type_ids are all zeros (one sequence), as vLLM feeds them.
 
@@ -27,9 +27,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from service import formatting
-from service.default_model.pairs import Message, Pair
-from service.default_model.recipe import TrainConfig
+from rewardcal import formatting
+from rewardcal.default_model.pairs import Message, Pair
+from rewardcal.default_model.recipe import TrainConfig
 
 EncodedPair = tuple[list[int], list[int]]  # (chosen ids, rejected ids)
 

@@ -6,7 +6,7 @@ RewardBench sections (:mod:`.rewardbench`), report (:mod:`.report`), plot (:mod:
 Heavy modules load when the command runs, not when ``rewardcal`` builds its parser.
 """
 
-from service.offline.command import EXIT_BAD_INPUT, add_calibrate_parser, cmd_calibrate
-from service.offline.io import InputError
+from rewardcal.offline.command import EXIT_BAD_INPUT, add_calibrate_parser, cmd_calibrate
+from rewardcal.offline.io import InputError
 
 __all__ = ["EXIT_BAD_INPUT", "InputError", "add_calibrate_parser", "cmd_calibrate"]

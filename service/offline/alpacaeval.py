@@ -23,7 +23,7 @@ Departures from the script, on purpose (listed in docs/calibration.md):
 - The pool is every row of the file, the baseline's own outputs included (the script's
   pool is whatever model directories it finds, normally the baseline's as well).
 - LOWESS runs with ``delta=0`` (statsmodels' default, as the script) through
-  ``kernels.lowess``, statsmodels' answer to rounding.
+  ``rewardcal_kernels.lowess``, statsmodels' answer to rounding.
 - RC-Mean is not offered here: the script's windows drop their last sample after a random
   shuffle; see ``protocol`` for the in-sample RC-Mean.
 """
@@ -38,9 +38,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import kendalltau, spearmanr
 
-from service.offline.io import InputError, Table
-from service.offline.measure import Measure
-from service.offline.protocol import _number, _text, paper_lookup
+from rewardcal.offline.io import InputError, Table
+from rewardcal.offline.measure import Measure
+from rewardcal.offline.protocol import _number, _text, paper_lookup
 
 Array = npt.NDArray[np.float64]
 AlpacaMethod = Literal["lowess", "lowess-penalty", "penalty"]
@@ -153,7 +153,7 @@ def _sigmoid(m: Array) -> Array:
 
 
 def calibrate_alpacaeval(data: AlpacaData, options: AlpacaOptions) -> AlpacaResult:
-    from kernels import lowess
+    from rewardcal_kernels import lowess
 
     score = data.scores.astype(np.float64, copy=True)
     if options.method in ("lowess-penalty", "penalty"):

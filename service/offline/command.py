@@ -8,7 +8,7 @@ Input (by extension: ``.jsonl``, ``.csv``, ``.json``, each optionally ``.gz``) i
   ``text`` / ``response``), optionally ``group`` (each group is calibrated on its own); or
 - with ``--protocol alpacaeval``, model outputs to AlpacaEval: ``generator``,
   ``instruction`` (or ``index``), ``output``, ``score``; the paper's per-model win rates
-  against ``--baseline``, raw and calibrated (``service.offline.alpacaeval``).
+  against ``--baseline``, raw and calibrated (``rewardcal.offline.alpacaeval``).
 
 The command prints the length Spearman before/after and, for pairs, RewardBench's section
 scores before/after; ``--out`` writes the rows back with calibrated columns added.
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from service.offline.io import InputError, Table, read_table, table_format, write_table
+from rewardcal.offline.io import InputError, Table, read_table, table_format, write_table
 
 EXIT_BAD_INPUT = 2
 
@@ -242,8 +242,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from service.offline.measure import Measure
-    from service.offline.protocol import (
+    from rewardcal.offline.measure import Measure
+    from rewardcal.offline.protocol import (
         Options,
         calibrate_pairs,
         calibrate_samples,
@@ -251,7 +251,7 @@ def _run(args: argparse.Namespace) -> int:
         pair_data,
         sample_data,
     )
-    from service.offline.report import format_report, pair_metrics, sample_metrics
+    from rewardcal.offline.report import format_report, pair_metrics, sample_metrics
 
     features = tuple(args.feature)
     alphas = tuple(args.alpha) * len(features) if len(args.alpha) == 1 else tuple(args.alpha)
@@ -307,7 +307,7 @@ def _run(args: argparse.Namespace) -> int:
         write_table(args.out, table, table_format(args.out), show)
         print(f"\nwrote {args.out}")
     if args.plot is not None:
-        from service.offline.plot import write_plot
+        from rewardcal.offline.plot import write_plot
 
         first = metrics["spearman"].get(features[0], {"before": None, "after": None})
         write_plot(
@@ -336,7 +336,7 @@ def _run(args: argparse.Namespace) -> int:
 def _run_alpacaeval(
     args: argparse.Namespace, features: tuple[str, ...], alphas: tuple[float, ...], measure: Any
 ) -> int:
-    from service.offline.alpacaeval import (
+    from rewardcal.offline.alpacaeval import (
         AlpacaOptions,
         alpaca_data,
         calibrate_alpacaeval,

@@ -1,7 +1,7 @@
 """What the offline protocols measure on a text: characters, tokens, markdown elements.
 
 ``markdown`` counts headers, list items and bold spans with rewardcal's patterns by
-default (those of the online service, ``service.features``), or with the paper's own
+default (those of the online service, ``rewardcal.features``), or with the paper's own
 (``src/calibrate_*.py`` of ZeroYuHuang/Reward-Calibration) when asked: the paper's list
 pattern ``^\\s*[-+*] |\\d+\\.\\s`` also counts any "digits, dot, space" inside a line
 ("version 2. Then"), and its bold pattern counts empty ``****`` spans; rewardcal's require
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from service.features import markdown_count
-from service.offline.io import InputError
+from rewardcal.features import markdown_count
+from rewardcal.offline.io import InputError
 
 MarkdownPatterns = Literal["rewardcal", "paper"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from service.offline.io import InputError
-from service.plotting import new_figure, sample_points, scatter_rewards
+from rewardcal.offline.io import InputError
+from rewardcal.plotting import new_figure, sample_points, scatter_rewards
 
 Array = npt.NDArray[np.float64]
 MAX_POINTS = 5000

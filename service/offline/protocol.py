@@ -26,7 +26,7 @@ one this module clamps to the last fitted value instead of raising.
 
 RC-Mean and the penalty
 -----------------------
-RC-Mean uses ``kernels.rc_mean`` (the mean reward of the pooled samples whose feature lies
+RC-Mean uses ``rewardcal_kernels.rc_mean`` (the mean reward of the pooled samples whose feature lies
 in the closed window ``[c - d, c + d]``; see that module for how it differs from the
 script's slice), ``d = mean |c_chosen - c_rejected| / ratio`` for pair files and, lacking
 pairs, the mean gap between any two samples of the group / ratio (as the online streams
@@ -38,7 +38,7 @@ default, the templated conversation with ``penalty_length="text"``).
 
 RC-LWR-Penalty (``method="lowess-penalty"``, the script's ``with_penalty=True``) subtracts
 the length penalty from every reward first and then runs RC-LWR on what is left.
-``tokens`` and the paper's markdown patterns come from :mod:`service.offline.measure`.
+``tokens`` and the paper's markdown patterns come from :mod:`rewardcal.offline.measure`.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from service.offline.io import InputError, Table, decode_cell, progress
-from service.offline.measure import Measure
+from rewardcal.offline.io import InputError, Table, decode_cell, progress
+from rewardcal.offline.measure import Measure
 
 Array = npt.NDArray[np.float64]
 Method = Literal["lowess", "lowess-penalty", "mean", "penalty"]
@@ -315,14 +315,14 @@ def paper_lookup(x_fit: Array, y_fit: Array, queries: Array) -> Array:
 
 
 def _lowess_bias(c: Array, r: Array, options: Options) -> Array:
-    from kernels import lowess
+    from rewardcal_kernels import lowess
 
     fitted = lowess(c, r, frac=options.frac, it=options.it, delta=0.0)
     return paper_lookup(c, fitted, c)
 
 
 def _gini_radius(c: Array, ratio: float) -> float:
-    from service.calibration.estimators import spread_radius
+    from rewardcal.calibration.estimators import spread_radius
 
     return spread_radius(np.sort(c), ratio)
 
@@ -362,7 +362,7 @@ def calibrate_pool(
     then calibrates a pair only when both of its windows have enough neighbours.
     ``radius_for``: RC-Mean's ``d`` per feature (default: from the pool's own spread).
     """
-    from kernels import rc_mean
+    from rewardcal_kernels import rc_mean
 
     residual = raw.astype(np.float64, copy=True)
     steps: list[Step] = []
@@ -405,7 +405,7 @@ def calibrate_pool(
 
 def calibrate_pairs(data: PairData, options: Options, show_progress: bool = False) -> Calibrated:
     """Pool chosen and rejected rewards (chosen first) and calibrate the pool."""
-    from kernels import rc_mean_radius
+    from rewardcal_kernels import rc_mean_radius
 
     n = data.size
     pooled = {

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.offline.protocol import Calibrated, Options, PairData, SampleData, Step
-from service.offline.rewardbench import (
+from rewardcal.offline.protocol import Calibrated, Options, PairData, SampleData, Step
+from rewardcal.offline.rewardbench import (
     SECTION_OF,
     SECTIONS,
     SUBSET_MAPPING,
@@ -33,7 +33,7 @@ Array = npt.NDArray[np.float64]
 
 
 def _spearman(a: Array, b: Array) -> float | None:
-    from service.calibration.curve import spearman
+    from rewardcal.calibration.curve import spearman
 
     return spearman(a, b)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.calibration.config import StreamConfig
-from service.calibration.models import CurveModel
+from rewardcal.calibration.config import StreamConfig
+from rewardcal.calibration.models import CurveModel
 
 EXPORT_FORMAT = "rewardcal-calibration/1"
 

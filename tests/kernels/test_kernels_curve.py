@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from kernel_data import assert_close, make_data, sm_lowess
 
-from kernels import LowessCurve, lowess, lowess_curve
+from rewardcal_kernels import LowessCurve, lowess, lowess_curve
 
 
 def test_curve_holds_the_fit_at_each_distinct_x() -> None:

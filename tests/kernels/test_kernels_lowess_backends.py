@@ -14,7 +14,7 @@ import pytest
 import torch
 from kernel_data import KINDS, assert_close, make_data
 
-from kernels import lowess, lowess_curve
+from rewardcal_kernels import lowess, lowess_curve
 
 REPO = Path(__file__).resolve().parents[2]
 TRITON_CASES = Path(__file__).with_name("triton_cases.py")

@@ -1,4 +1,4 @@
-"""kernels.lowess(mode="exact") against statsmodels 0.15.0, with explicit tolerances.
+"""rewardcal_kernels.lowess(mode="exact") against statsmodels 0.15.0, with explicit tolerances.
 
 Every test runs twice: with the compiled window sums (numba, the numpy backend's default
 where numba is installed) and with the numpy prefix-sum path (the fallback without numba).
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from kernel_data import KINDS, assert_close, make_data, sm_lowess
 
-import kernels._lowess_fit as lowess_fit
-import kernels._lowess_numba as lowess_numba
-import kernels._lowess_robust as lowess_robust
-from kernels import lowess
+import rewardcal_kernels._lowess_fit as lowess_fit
+import rewardcal_kernels._lowess_numba as lowess_numba
+import rewardcal_kernels._lowess_robust as lowess_robust
+from rewardcal_kernels import lowess
 
 # statsmodels with delta=0 is O(n * k): keep the big sizes to the frac values that matter.
 SIZES = (7, 60, 500, 3000)

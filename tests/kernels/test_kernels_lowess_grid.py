@@ -1,4 +1,4 @@
-"""kernels.lowess(mode="grid"): fits at ~grid_size distinct x values, linear in between."""
+"""lowess(mode="grid"): fits at ~grid_size distinct x values, linear in between."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from kernel_data import assert_close, make_data, sm_lowess
 
-from kernels import lowess, lowess_curve
-from kernels._lowess_grid import grid_anchor_groups
-from kernels._lowess_groups import group_ties
+from rewardcal_kernels import lowess, lowess_curve
+from rewardcal_kernels._lowess_grid import grid_anchor_groups
+from rewardcal_kernels._lowess_groups import group_ties
 
 
 @pytest.mark.parametrize("frac", [0.1, 0.3, 1.0])

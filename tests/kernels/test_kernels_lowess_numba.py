@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from kernel_data import assert_close, make_data, sm_lowess
 
-import kernels._lowess_numba as lowess_numba
-from kernels import lowess, lowess_curve
-from kernels.lowess import _problem
+import rewardcal_kernels._lowess_numba as lowess_numba
+from rewardcal_kernels import lowess, lowess_curve
+from rewardcal_kernels.lowess import _problem
 
 FRACS = (0.1, 0.2, 0.3, 0.5, 1.0)
 

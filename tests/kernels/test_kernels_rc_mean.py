@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from kernel_data import make_data
 
-from kernels import length_penalty, rc_mean, rc_mean_radius
+from rewardcal_kernels import length_penalty, rc_mean, rc_mean_radius
 
 
 def rc_mean_reference(

@@ -1,4 +1,4 @@
-"""kernels.choose_span: leave-one-out cross-validation of the LOWESS span."""
+"""rewardcal_kernels.choose_span: leave-one-out cross-validation of the LOWESS span."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from kernel_data import make_data
 
-from kernels import DEFAULT_SPANS, choose_span, lowess
-from kernels._lowess_numpy import NumpyOps
-from kernels._lowess_robust import run
-from kernels.lowess import _problem
+from rewardcal_kernels import DEFAULT_SPANS, choose_span, lowess
+from rewardcal_kernels._lowess_numpy import NumpyOps
+from rewardcal_kernels._lowess_robust import run
+from rewardcal_kernels.lowess import _problem
 
 
 @pytest.mark.parametrize("kind", ["lengths", "continuous"])

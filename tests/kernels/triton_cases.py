@@ -36,7 +36,7 @@ CASES: dict[str, tuple[str, int, float, int, dict[str, Any]]] = {
 def main(out: str) -> None:
     import os
 
-    from kernels import lowess
+    from rewardcal_kernels import lowess
 
     assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
     results: dict[str, Any] = {}

@@ -7,16 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from service.api.deps import AdminOnly, RuntimeDep
-from service.calibration import CalibrationStream, Curve, validate_group
-from service.calibration.config import feature_index
-from service.calibration.curve import slope_per_1k, spearman
-from service.calibration.models import CurveModel
-from service.calibration.plot import render_png
-from service.calibration.window import Array
-from service.errors import ErrorType, ServiceError, error_responses
-from service.runtime import Runtime
-from service.schemas.calibration import (
+from rewardcal.api.deps import AdminOnly, RuntimeDep
+from rewardcal.calibration import CalibrationStream, Curve, validate_group
+from rewardcal.calibration.config import feature_index
+from rewardcal.calibration.curve import slope_per_1k, spearman
+from rewardcal.calibration.models import CurveModel
+from rewardcal.calibration.plot import render_png
+from rewardcal.calibration.window import Array
+from rewardcal.errors import ErrorType, ServiceError, error_responses
+from rewardcal.runtime import Runtime
+from rewardcal.schemas.calibration import (
     EXPORT_FORMAT,
     CalibrationExport,
     CalibrationImport,

@@ -6,11 +6,11 @@ import asyncio
 import os
 from pathlib import Path
 
-from service.calibration import validate_group
-from service.errors import ErrorType, ServiceError
-from service.runtime import Runtime
-from service.schemas.common import CalibrationInfo
-from service.scoring import ScoreInput, ScoreResult
+from rewardcal.calibration import validate_group
+from rewardcal.errors import ErrorType, ServiceError
+from rewardcal.runtime import Runtime
+from rewardcal.scoring import ScoreInput, ScoreResult
+from rewardcal_client.protocol.common import CalibrationInfo
 
 # Statuses every scoring route can answer besides 200 (declared in the OpenAPI spec).
 SCORING_ERRORS = (400, 401, 404, 413, 422, 500, 502, 503, 504)

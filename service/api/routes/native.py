@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.api.cancellation import with_cancellation
-from service.api.deps import GroupHeader, ReadyRuntime
-from service.api.routes.common import (
+from rewardcal.api.cancellation import with_cancellation
+from rewardcal.api.deps import GroupHeader, ReadyRuntime
+from rewardcal.api.routes.common import (
     SCORING_ERRORS,
     calibration_info,
     resolve_group,
     resolve_model,
     score_with_timeout,
 )
-from service.errors import error_responses
-from service.formatting import pair_messages
-from service.mathutil import sigmoid
-from service.schemas.common import Usage
-from service.schemas.native import (
+from rewardcal.errors import error_responses
+from rewardcal.formatting import pair_messages
+from rewardcal.mathutil import sigmoid
+from rewardcal.scoring import ScoredItem, ScoreInput
+from rewardcal_client.protocol.common import Usage
+from rewardcal_client.protocol.native import (
     CompareDatum,
     CompareRequest,
     CompareResponse,
@@ -26,7 +27,6 @@ from service.schemas.native import (
     RewardsRequest,
     RewardsResponse,
 )
-from service.scoring import ScoredItem, ScoreInput
 
 router = APIRouter(tags=["native"])
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.api.cancellation import with_cancellation
-from service.api.deps import GroupHeader, ReadyRuntime
-from service.api.routes.common import SCORING_ERRORS, resolve_group, score_with_timeout
-from service.errors import ErrorType, ServiceError, error_responses
-from service.schemas.openrlhf import GetRewardRequest, GetRewardResponse
-from service.scoring import ScoreInput
+from rewardcal.api.cancellation import with_cancellation
+from rewardcal.api.deps import GroupHeader, ReadyRuntime
+from rewardcal.api.routes.common import SCORING_ERRORS, resolve_group, score_with_timeout
+from rewardcal.errors import ErrorType, ServiceError, error_responses
+from rewardcal.scoring import ScoreInput
+from rewardcal_client.protocol.openrlhf import GetRewardRequest, GetRewardResponse
 
 router = APIRouter(tags=["openrlhf"])
 

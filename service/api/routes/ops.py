@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.api.deps import RuntimeDep
-from service.api.routes.common import served_model_names
-from service.errors import ErrorType, ServiceError, error_responses
-from service.metrics import exposition
-from service.schemas.ops import HealthResponse, ModelCard, ModelList, ReadyResponse
+from rewardcal.api.deps import RuntimeDep
+from rewardcal.api.routes.common import served_model_names
+from rewardcal.errors import ErrorType, ServiceError, error_responses
+from rewardcal.metrics import exposition
+from rewardcal.schemas.ops import HealthResponse, ModelCard, ModelList, ReadyResponse
 
 health_router = APIRouter(tags=["ops"])
 router = APIRouter(tags=["ops"])

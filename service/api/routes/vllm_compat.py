@@ -12,19 +12,20 @@ import uuid
 
 from fastapi import APIRouter, Request
 
-from service.api.cancellation import with_cancellation
-from service.api.deps import GroupHeader, ReadyRuntime
-from service.api.routes.common import (
+from rewardcal.api.cancellation import with_cancellation
+from rewardcal.api.deps import GroupHeader, ReadyRuntime
+from rewardcal.api.routes.common import (
     SCORING_ERRORS,
     calibration_info,
     resolve_group,
     resolve_model,
     score_with_timeout,
 )
-from service.errors import ErrorType, ServiceError, error_responses
-from service.mathutil import sigmoid
-from service.runtime import Runtime
-from service.schemas.vllm_compat import (
+from rewardcal.errors import ErrorType, ServiceError, error_responses
+from rewardcal.mathutil import sigmoid
+from rewardcal.runtime import Runtime
+from rewardcal.scoring import ScoreInput, ScoreResult
+from rewardcal_client.protocol.vllm_compat import (
     ClassifyDatum,
     ClassifyRequest,
     ClassifyResponse,
@@ -32,7 +33,6 @@ from service.schemas.vllm_compat import (
     PoolingResponse,
     VllmUsage,
 )
-from service.scoring import ScoreInput, ScoreResult
 
 router = APIRouter(tags=["vllm"])
 

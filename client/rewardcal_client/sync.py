@@ -1,18 +1,17 @@
-"""The asyncio client: one pooled ``httpx.AsyncClient``; chunks of a big list in parallel."""
+"""The synchronous client: one pooled ``httpx.Client`` per instance, reused by every call."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 
-from service.client._base import ClientCore, TimeoutTypes
-from service.client._http import (
+from rewardcal_client._base import ClientCore, TimeoutTypes
+from rewardcal_client._http import (
     DEFAULT_TIMEOUT,
     RetryPolicy,
     decode_json,
@@ -23,8 +22,8 @@ from service.client._http import (
     should_retry_error,
     should_retry_status,
 )
-from service.client._protocol import Plan, plan_compare, plan_score, plan_texts
-from service.client.types import (
+from rewardcal_client._protocol import Plan, plan_compare, plan_score, plan_texts
+from rewardcal_client.types import (
     ComparePairInput,
     CompareResult,
     RewardResult,
@@ -35,15 +34,22 @@ from service.client.types import (
 T = TypeVar("T")
 
 
-class AsyncRewardClient(ClientCore):
-    """Non-blocking client of a rewardcal server; same methods as :class:`RewardClient`.
+class RewardClient(ClientCore):
+    """Blocking client of a rewardcal server.
 
-    >>> async with AsyncRewardClient("http://127.0.0.1:8000", max_concurrency=4) as rm:
-    ...     results = await rm.score(pairs)  # 1,000 pairs: 16 requests of 64, 4 at a time
+    >>> with RewardClient("http://127.0.0.1:8000", calibration_group="run-42") as rm:
+    ...     results = rm.score([("What is 2+2?", "4."), ("Name a prime.", "7.")])
+    ...     [r.reward for r in results]  # calibrated; r.raw_reward, r.bias, r.version, ...
 
-    A list longer than ``batch_size`` is split into chunks of ``batch_size`` items that are
-    sent concurrently, at most ``max_concurrency`` at a time; results come back in input
-    order. If one chunk fails for good, the others are cancelled and its error is raised.
+    Lists longer than ``batch_size`` are sent as consecutive requests of ``batch_size``
+    items; results come back in input order (``result.index`` is the input position).
+    503 answers and connection failures are retried per ``retry`` (a :class:`RetryPolicy`);
+    every other failure raises :class:`RewardServiceError` at once.
+
+    ``api_key`` defaults to the ``REWARDCAL_API_KEY`` environment variable.
+    ``calibration_group``, ``observe`` and ``model`` are defaults that each call may
+    override. ``transport`` / ``limits`` go to httpx (tests, TLS settings, pool size);
+    ``sleep`` and ``rng`` are the backoff's clock and jitter source (tests).
     """
 
     def __init__(
@@ -55,13 +61,12 @@ class AsyncRewardClient(ClientCore):
         observe: bool = True,
         model: str | None = None,
         batch_size: int = 64,
-        max_concurrency: int = 4,
         timeout: TimeoutTypes = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         headers: dict[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.BaseTransport | None = None,
         limits: httpx.Limits | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(
@@ -76,43 +81,38 @@ class AsyncRewardClient(ClientCore):
             headers=headers,
             rng=rng,
         )
-        if max_concurrency < 1:
-            raise ValueError("max_concurrency must be >= 1")
-        self.max_concurrency = max_concurrency
         self._sleep = sleep
         extra: dict[str, Any] = {"transport": transport}
         if limits is not None:
             extra["limits"] = limits
-        self._http = httpx.AsyncClient(
+        self._http = httpx.Client(
             base_url=self.base_url, headers=self._headers, timeout=self._timeout, **extra
         )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def close(self) -> None:
+    def close(self) -> None:
         """Close the connection pool. The client cannot be used afterwards."""
-        await self._http.aclose()
-
-    aclose = close
+        self._http.close()
 
     @property
     def closed(self) -> bool:
         return self._http.is_closed
 
-    async def __aenter__(self) -> AsyncRewardClient:
+    def __enter__(self) -> RewardClient:
         return self
 
-    async def __aexit__(
+    def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        self.close()
 
     # -- scoring ------------------------------------------------------------------------------
 
-    async def score(
+    def score(
         self,
         items: Iterable[ScoreItem],
         *,
@@ -121,11 +121,14 @@ class AsyncRewardClient(ClientCore):
         model: str | None = None,
         batch_size: int | None = None,
     ) -> list[RewardResult]:
-        """See :meth:`RewardClient.score`."""
+        """Score ``(prompt, response)`` tuples, ``{"prompt", "response"}`` or
+        ``{"messages": [...]}`` dicts, or conversations (lists of messages) with
+        ``POST /v1/rewards``. The server applies the reward model's chat template; for a
+        conversation the last assistant turn is the response whose length is measured."""
         options = self._call_options(calibration_group, observe, model, batch_size)
-        return await self._run(plan_score(items, **options))
+        return self._run(plan_score(items, **options))
 
-    async def compare(
+    def compare(
         self,
         pairs: Iterable[ComparePairInput],
         *,
@@ -134,11 +137,13 @@ class AsyncRewardClient(ClientCore):
         model: str | None = None,
         batch_size: int | None = None,
     ) -> list[CompareResult]:
-        """See :meth:`RewardClient.compare`."""
+        """Score DPO pairs ``(prompt, chosen, rejected)`` with ``POST /v1/rewards/compare``:
+        raw and calibrated margins and ``p_chosen = sigmoid(margin)`` per pair.
+        ``batch_size`` counts pairs (each pair is two responses on the server)."""
         options = self._call_options(calibration_group, observe, model, batch_size)
-        return await self._run(plan_compare(pairs, **options))
+        return self._run(plan_compare(pairs, **options))
 
-    async def score_texts(
+    def score_texts(
         self,
         texts: Iterable[str],
         prompts: Iterable[str | None] | None = None,
@@ -147,25 +152,29 @@ class AsyncRewardClient(ClientCore):
         observe: bool | None = None,
         batch_size: int | None = None,
     ) -> list[RewardResult]:
-        """See :meth:`RewardClient.score_texts`."""
+        """Score already-templated texts (prompt + response) as they are, with
+        ``POST /get_reward``. With ``prompts``, the response part measured by calibration
+        is ``text[len(prompt):]`` (when the text starts with its prompt); otherwise the
+        whole text. ``status`` is ``None`` in these results (the route does not report it)."""
         options = self._call_options(calibration_group, observe, None, batch_size)
         del options["model"]
-        return await self._run(plan_texts(texts, prompts, **options))
+        return self._run(plan_texts(texts, prompts, **options))
 
     # -- operations ---------------------------------------------------------------------------
 
-    async def health(self) -> bool:
-        """See :meth:`RewardClient.health`."""
+    def health(self) -> bool:
+        """``GET /health``: True when the process answers (never needs a key, no retries)."""
         try:
-            return (await self._http.get("/health")).status_code == 200
+            return self._http.get("/health").status_code == 200
         except httpx.TransportError:
             return False
 
-    async def ready(self) -> bool:
-        """See :meth:`RewardClient.ready`."""
+    def ready(self) -> bool:
+        """``GET /ready``: True once the model is loaded; False while loading (503) or
+        unreachable. Raises :class:`RewardServiceError` for other answers (a bad key: 401)."""
         request_id = new_request_id()
         try:
-            response = await self._http.get("/ready", headers={"X-Request-ID": request_id})
+            response = self._http.get("/ready", headers={"X-Request-ID": request_id})
         except httpx.TransportError:
             return False
         if response.status_code == 200:
@@ -174,49 +183,39 @@ class AsyncRewardClient(ClientCore):
             return False
         raise error_from_response(response, request_id, 1)
 
-    async def wait_until_ready(self, timeout_s: float = 300.0, poll_s: float = 0.5) -> None:
-        """See :meth:`RewardClient.wait_until_ready`."""
+    def wait_until_ready(self, timeout_s: float = 300.0, poll_s: float = 0.5) -> None:
+        """Block until ``ready()``; raise ``TimeoutError`` after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
-        while not await self.ready():
+        while not self.ready():
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{self.base_url} not ready after {timeout_s:g} s")
-            await self._sleep(poll_s)
+            self._sleep(poll_s)
 
-    async def models(self) -> list[str]:
-        """See :meth:`RewardClient.models`."""
-        body = await self._request("GET", "/v1/models")
+    def models(self) -> list[str]:
+        """Served model ids (``GET /v1/models``), for the ``model`` argument."""
+        body = self._request("GET", "/v1/models")
         return [str(card["id"]) for card in body.get("data", [])]
 
-    async def calibration(self, group: str | None = None) -> dict[str, Any]:
-        """See :meth:`RewardClient.calibration`."""
-        body = await self._request("GET", self._calibration_path(group))
+    def calibration(self, group: str | None = None) -> dict[str, Any]:
+        """``GET /v1/calibration/{group}`` (default: the client's group, else ``default``):
+        config, window size, curve version and status, curve points, length-reward
+        Spearman raw and calibrated. 404 when the group has never been used."""
+        body = self._request("GET", self._calibration_path(group))
         if not isinstance(body, dict):
             raise RewardServiceError("unexpected calibration answer", type="invalid_response")
         return body
 
     # -- transport ----------------------------------------------------------------------------
 
-    async def _run(self, plan: Plan[T]) -> list[T]:
-        if len(plan.chunks) == 1:
-            chunk = plan.chunks[0]
-            return plan.parse(await self._request("POST", plan.path, chunk.body), chunk.offset)
-        limit = asyncio.Semaphore(self.max_concurrency)
+    def _run(self, plan: Plan[T]) -> list[T]:
+        return plan.merge(
+            [
+                plan.parse(self._request("POST", plan.path, chunk.body), chunk.offset)
+                for chunk in plan.chunks
+            ]
+        )
 
-        async def one(offset: int, body: dict[str, Any]) -> list[T]:
-            async with limit:
-                return plan.parse(await self._request("POST", plan.path, body), offset)
-
-        tasks = [asyncio.ensure_future(one(c.offset, c.body)) for c in plan.chunks]
-        try:
-            answers = await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-        return plan.merge(answers)
-
-    async def _request(self, method: str, path: str, body: Any = None) -> Any:
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
         """Send with retries on 503 and connection failures; return the decoded JSON."""
         request_id = new_request_id()
         headers = {"X-Request-ID": request_id}
@@ -224,7 +223,7 @@ class AsyncRewardClient(ClientCore):
         while True:
             attempts = retry + 1
             try:
-                response = await self._http.request(method, path, json=body, headers=headers)
+                response = self._http.request(method, path, json=body, headers=headers)
             except httpx.TransportError as exc:
                 if not should_retry_error(exc) or retry >= self.retry.max_retries:
                     raise error_from_transport(exc, request_id, attempts) from exc
@@ -236,5 +235,5 @@ class AsyncRewardClient(ClientCore):
                     raise error_from_response(response, request_id, attempts)
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
                 delay = self.retry.delay(retry, retry_after, self._rng)
-            await self._sleep(delay)
+            self._sleep(delay)
             retry += 1

@@ -6,7 +6,7 @@ from typing import cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.schemas.common import CalibrationInfo, ChatMessage, Text
+from rewardcal_client.protocol.common import CalibrationInfo, ChatMessage, Text
 
 InputType = Text | list[Text] | list[int] | list[list[int]]
 

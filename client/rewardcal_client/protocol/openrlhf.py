@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.schemas.common import Text
+from rewardcal_client.protocol.common import Text
 
 
 class GetRewardRequest(BaseModel):

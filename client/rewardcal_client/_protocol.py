@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from service.client.types import (
+from rewardcal_client.types import (
     ComparePairInput,
     CompareResult,
     RewardResult,

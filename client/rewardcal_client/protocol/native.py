@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.schemas.common import CalibrationInfo, CalibrationOptions, ChatMessage, Text, Usage
+from rewardcal_client.protocol.common import (
+    CalibrationInfo,
+    CalibrationOptions,
+    ChatMessage,
+    Text,
+    Usage,
+)
 
 
 class RewardItem(BaseModel):

@@ -4,7 +4,7 @@ point ``--reward.remote_url`` (``--remote_rm_url`` before 0.10.2) at ``/get_rewa
 TRL — ``GRPOTrainer(reward_funcs=...)`` calls ``reward_func(prompts=..., completions=...,
 **dataset_columns)`` and logs each function under its ``__name__``::
 
-    from service.client import make_trl_reward_func
+    from rewardcal_client import make_trl_reward_func
     reward_fn = make_trl_reward_func("http://rm-host:8000", calibration_group="grpo-run-7")
     trainer = GRPOTrainer(model=..., reward_funcs=[reward_fn], train_dataset=...)
 
@@ -13,11 +13,11 @@ a function in it, called per sample by verl's naive reward manager as
 ``compute_score(data_source=, solution_str=, ground_truth=, extra_info=, **reward_kwargs)``::
 
     # rewardcal_reward.py
-    from service.client import make_verl_compute_score
+    from rewardcal_client import make_verl_compute_score
     compute_score = make_verl_compute_score("http://rm-host:8000", calibration_group="ppo-7")
 
 verl >= 0.7 executes a file it loads by path without registering it in ``sys.modules``;
-this module is imported normally (``service.client.integrations`` is the thin file to point
+this module is imported normally (``rewardcal_client.integrations`` is the thin file to point
 verl at), so its classes pickle by reference and nothing here depends on how verl loads it.
 
 Everything here pickles (verl and TRL may ship reward functions to other processes): the
@@ -33,11 +33,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.client._base import TimeoutTypes
-from service.client._http import DEFAULT_TIMEOUT, RetryPolicy
-from service.client._protocol import messages_of
-from service.client.sync import RewardClient
-from service.client.types import RewardResult
+from rewardcal_client._base import TimeoutTypes
+from rewardcal_client._http import DEFAULT_TIMEOUT, RetryPolicy
+from rewardcal_client._protocol import messages_of
+from rewardcal_client.sync import RewardClient
+from rewardcal_client.types import RewardResult
 
 URL_ENV = "REWARDCAL_URL"
 
@@ -362,7 +362,7 @@ def make_verl_compute_score(
 
     In a file named by ``custom_reward_function.path``::
 
-        from service.client import make_verl_compute_score
+        from rewardcal_client import make_verl_compute_score
         compute_score = make_verl_compute_score("http://rm-host:8000", calibration_group="ppo-7")
     """
     return VerlComputeScore(
@@ -387,10 +387,10 @@ def compute_score(
 ) -> float:
     """verl ``compute_score`` configured entirely from ``reward_kwargs`` (or
     ``$REWARDCAL_URL`` / ``$REWARDCAL_API_KEY``), for pointing verl's
-    ``reward.custom_reward_function.path`` at ``pkg://service.client.integrations`` (or at
+    ``reward.custom_reward_function.path`` at ``pkg://rewardcal_client.integrations`` (or at
     that module's file)::
 
-        reward.custom_reward_function.path=pkg://service.client.integrations
+        reward.custom_reward_function.path=pkg://rewardcal_client.integrations
         reward.custom_reward_function.name=compute_score
         +reward.custom_reward_function.reward_kwargs.url=http://rm-host:8000
         +reward.custom_reward_function.reward_kwargs.calibration_group=ppo-7

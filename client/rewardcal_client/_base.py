@@ -9,9 +9,9 @@ from urllib.parse import quote
 
 import httpx
 
-from service import __version__
-from service.client._http import DEFAULT_TIMEOUT, RetryPolicy
-from service.client._protocol import DEFAULT_GROUP, check_batch_size
+from rewardcal_client._http import DEFAULT_TIMEOUT, RetryPolicy
+from rewardcal_client._protocol import DEFAULT_GROUP, check_batch_size
+from rewardcal_client._version import __version__
 
 API_KEY_ENV = "REWARDCAL_API_KEY"
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from service.client.types import RewardConnectionError, RewardServiceError
+from rewardcal_client.types import RewardConnectionError, RewardServiceError
 
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
 """Read/write/pool 120 s (a big batch behind a busy queue), connect 5 s."""
