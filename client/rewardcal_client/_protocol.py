@@ -1,4 +1,7 @@
-"""Request bodies and response parsing, shared by the sync and async clients (no I/O)."""
+"""Request bodies and response parsing, shared by the sync and async clients (no I/O).
+
+Answers are read through the wire models in :mod:`rewardcal_client.protocol`, the same
+models the server answers with, so a shape is defined once."""
 
 from __future__ import annotations
 
@@ -7,6 +10,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from rewardcal_client.protocol.common import CalibrationInfo
+from rewardcal_client.protocol.native import (
+    CompareResponse,
+    CompareSide,
+    RewardDatum,
+    RewardsResponse,
+)
+from rewardcal_client.protocol.openrlhf import GetRewardResponse
 from rewardcal_client.types import (
     ComparePairInput,
     CompareResult,
@@ -16,6 +29,7 @@ from rewardcal_client.types import (
 )
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_GROUP = "default"
 
@@ -131,121 +145,98 @@ def _options(group: str | None, observe: bool, model: str | None) -> dict[str, A
     return body
 
 
-def _float(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RewardServiceError(
-            f"unexpected {what} in the answer: {value!r}", type="invalid_response"
-        )
-    return float(value)
-
-
-def _features(raw: Any) -> Mapping[str, float]:
-    if not isinstance(raw, Mapping):
-        return MappingProxyType({})
-    return MappingProxyType({str(k): float(v) for k, v in raw.items()})
-
-
-def _parse_rewards(body: Any, offset: int) -> list[RewardResult]:
+def _answer(model: type[M], body: Any, path: str) -> M:
+    """The answer read through the same wire model the server answers with."""
     try:
-        info = body["calibration"]
-        results = [
-            RewardResult(
-                index=offset + int(d["index"]),
-                reward=_float(d["reward"], "reward"),
-                raw_reward=_float(d["raw_reward"], "raw_reward"),
-                bias=_float(d["bias"], "bias"),
-                version=int(info["version"]),
-                status=str(info["status"]),
-                group=str(info["group"]),
-                features=_features(d.get("features")),
-                model=body.get("model"),
-                method=info.get("method"),
-            )
-            for d in body["data"]
-        ]
-    except (KeyError, TypeError, ValueError) as exc:
+        return model.model_validate(body)
+    except ValidationError as exc:
         raise RewardServiceError(
-            f"unexpected /v1/rewards answer ({exc!r})", type="invalid_response"
+            f"unexpected {path} answer ({exc.error_count()} problems: "
+            f"{exc.errors(include_url=False)[0]['msg']})",
+            type="invalid_response",
         ) from exc
-    return sorted(results, key=lambda r: r.index)
 
 
-def _side(side: Mapping[str, Any], index: int, body: Any) -> RewardResult:
-    info = body["calibration"]
+def _result(
+    index: int, side: RewardDatum | CompareSide, info: CalibrationInfo, model: str
+) -> RewardResult:
     return RewardResult(
         index=index,
-        reward=_float(side["reward"], "reward"),
-        raw_reward=_float(side["raw_reward"], "raw_reward"),
-        bias=_float(side["bias"], "bias"),
-        version=int(info["version"]),
-        status=str(info["status"]),
-        group=str(info["group"]),
-        features=_features(side.get("features")),
-        model=body.get("model"),
-        method=info.get("method"),
+        reward=side.reward,
+        raw_reward=side.raw_reward,
+        bias=side.bias,
+        version=info.version,
+        status=info.status,
+        group=info.group,
+        features=MappingProxyType(dict(side.features)),
+        model=model,
+        method=info.method,
     )
 
 
+def _parse_rewards(body: Any, offset: int) -> list[RewardResult]:
+    answer = _answer(RewardsResponse, body, REWARDS_PATH)
+    results = [_result(offset + d.index, d, answer.calibration, answer.model) for d in answer.data]
+    return sorted(results, key=lambda r: r.index)
+
+
 def _parse_compare(body: Any, offset: int) -> list[CompareResult]:
-    try:
-        info = body["calibration"]
-        results = []
-        for d in body["data"]:
-            index = offset + int(d["index"])
-            results.append(
-                CompareResult(
-                    index=index,
-                    margin=_float(d["margin"], "margin"),
-                    raw_margin=_float(d["raw_margin"], "raw_margin"),
-                    p_chosen=_float(d["p_chosen"], "p_chosen"),
-                    raw_p_chosen=_float(d["raw_p_chosen"], "raw_p_chosen"),
-                    chosen=_side(d["chosen"], index, body),
-                    rejected=_side(d["rejected"], index, body),
-                    version=int(info["version"]),
-                    status=str(info["status"]),
-                    group=str(info["group"]),
-                    model=body.get("model"),
-                )
-            )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RewardServiceError(
-            f"unexpected /v1/rewards/compare answer ({exc!r})", type="invalid_response"
-        ) from exc
+    answer = _answer(CompareResponse, body, COMPARE_PATH)
+    info = answer.calibration
+    results = [
+        CompareResult(
+            index=offset + d.index,
+            margin=d.margin,
+            raw_margin=d.raw_margin,
+            p_chosen=d.p_chosen,
+            raw_p_chosen=d.raw_p_chosen,
+            chosen=_result(offset + d.index, d.chosen, info, answer.model),
+            rejected=_result(offset + d.index, d.rejected, info, answer.model),
+            version=info.version,
+            status=info.status,
+            group=info.group,
+            model=answer.model,
+        )
+        for d in answer.data
+    ]
     return sorted(results, key=lambda r: r.index)
 
 
 def _parse_get_reward(group: str) -> Callable[[Any, int], list[RewardResult]]:
     def parse(body: Any, offset: int) -> list[RewardResult]:
+        answer = _answer(GetRewardResponse, body, GET_REWARD_PATH)
+        rewards, logs = answer.rewards, answer.extra_logs
+        n = len(rewards)
         try:
-            rewards = body["rewards"]
-            logs = body.get("extra_logs") or {}
             raw = logs.get("raw_reward", rewards)
-            bias = logs.get("bias", [0.0] * len(rewards))
-            versions = logs.get("calibration_version", [None] * len(rewards))
+            bias = logs.get("bias", [0.0] * n)
+            versions: list[float | None] = list(logs.get("calibration_version", [None] * n))
             chars = logs.get("response_chars")
             tokens = logs.get("response_tokens")
             out = []
             for i, reward in enumerate(rewards):
                 features: dict[str, float] = {}
                 if chars is not None:
-                    features["chars"] = float(chars[i])
+                    features["chars"] = chars[i]
                 if tokens is not None:
-                    features["tokens"] = float(tokens[i])
+                    features["tokens"] = tokens[i]
+                version = versions[i]
                 out.append(
                     RewardResult(
                         index=offset + i,
-                        reward=_float(reward, "reward"),
-                        raw_reward=_float(raw[i], "raw_reward"),
-                        bias=_float(bias[i], "bias"),
-                        version=None if versions[i] is None else int(versions[i]),
+                        reward=reward,
+                        raw_reward=raw[i],
+                        bias=bias[i],
+                        version=None if version is None else int(version),
                         status=None,
                         group=group,
                         features=MappingProxyType(features),
                     )
                 )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except IndexError as exc:
             raise RewardServiceError(
-                f"unexpected /get_reward answer ({exc!r})", type="invalid_response"
+                f"unexpected {GET_REWARD_PATH} answer: extra_logs shorter than rewards",
+                type="invalid_response",
             ) from exc
         return out
 
