@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rewardcal.cli import build_parser, main, settings_from_args
 from rewardcal.calibration.config import StreamConfig
+from rewardcal.cli import build_parser, main, settings_from_args
 from rewardcal.config import Settings
 
 
