@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rewardcal.config import Settings
+from rewardcal.config import Settings, settings_fields
 from rewardcal.log_context import configure_logging
 
 EXIT_BAD_CONFIG = 2
@@ -27,7 +27,7 @@ def _flag(name: str) -> str:
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    for name, field in Settings.model_fields.items():
+    for name, field in settings_fields().items():
         help_text = (field.description or "").replace("%", "%%")
         if field.annotation is bool:
             parser.add_argument(
@@ -44,7 +44,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {
         name: getattr(args, name)
-        for name in Settings.model_fields
+        for name in settings_fields()
         if getattr(args, name, None) is not None
     }
     return Settings(**overrides)

@@ -7,17 +7,17 @@ combinations are refused when the settings are built, with one line that names t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from rewardcal.calibration.config import MAX_ALPHA, FeatureStep, StreamConfig
+from rewardcal.calibration.config import FLAT_ALPHA, FeatureStep, StreamConfig, unflatten
 
 BackendName = Literal["transformers", "vllm", "remote"]
-CalibrationMethod = Literal["lowess", "mean", "penalty", "none"]
-CalibrationCenter = Literal["none", "mean"]
 TruncationPolicy = Literal["left", "right", "error"]
 
 
@@ -26,6 +26,32 @@ TruncationPolicy = Literal["left", "right", "error"]
 # cores, bench/RESULTS.md "batch shapes"); accelerators keep gaining from bigger batches.
 CPU_BATCH_TOKENS = 2048
 ACCELERATOR_BATCH_TOKENS = 16384
+
+
+CALIBRATION_PREFIX = "calibration_"
+
+
+def _calibration_knobs() -> dict[str, FieldInfo]:
+    """The nested config's knobs in their flat form: features as names, one alpha."""
+    knobs: dict[str, FieldInfo] = {}
+    for name, field in StreamConfig.model_fields.items():
+        if name != "features":
+            knobs[name] = field
+            continue
+        default = ",".join(step.feature for step in StreamConfig().features)
+        knobs[name] = FieldInfo(
+            default=default,
+            description=f"{field.description} Comma-separated: chars, tokens, markdown.",
+        )
+        knobs[FLAT_ALPHA] = FieldInfo(
+            default=FeatureStep.model_fields["alpha"].default,
+            description="Strength of removal of every feature step (paper: 1.0).",
+        )
+    return knobs
+
+
+CALIBRATION_KNOBS = _calibration_knobs()
+"""Flat name (without the prefix) -> field, in the order the README lists them."""
 
 
 class Settings(BaseSettings):
@@ -37,6 +63,10 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        # REWARDCAL_CALIBRATION_FRAC reaches the nested config as calibration.frac: a
+        # variable is split once, after the field's name (see _nest_calibration).
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
     )
 
     # --- model and backend -------------------------------------------------------------
@@ -210,49 +240,12 @@ class Settings(BaseSettings):
         description="Where calibration snapshots are written and loaded.",
     )
 
-    # --- calibration defaults (each new stream starts from these) ----------------------------
-    calibration_method: CalibrationMethod = Field(
-        default="lowess",
-        description="lowess: the paper's RC-LWR (default); mean: RC-Mean; penalty: "
-        "raw - coef x length; none: reward = raw.",
-    )
-    calibration_features: Annotated[list[Literal["chars", "tokens", "markdown"]], NoDecode] = Field(
-        default_factory=lambda: ["chars"],  # type: ignore[arg-type]
-        description="Bias characteristics removed in sequence (comma-separated).",
-    )
-    calibration_alpha: float = Field(
-        default=1.0, ge=0, le=MAX_ALPHA, description="Strength of removal."
-    )
-    calibration_frac: float | Literal["auto"] = Field(
-        default="auto",
-        description="LOWESS span: auto (default) lets each refit choose it by "
-        "leave-one-out cross-validation on the window; a number in (0, 1] fixes it "
-        "(1.0: the paper's RewardBench setting, smoothest; 0.3: its AlpacaEval setting).",
-    )
-    calibration_center: CalibrationCenter = Field(
-        default="none", description="none: residuals near 0 (paper); mean: keep reward level."
-    )
-    calibration_window: int = Field(
-        default=16384,
-        ge=16,
-        description="Rolling window per stream: longer = steadier curve, slower to follow "
-        "a policy that drifts.",
-    )
-    calibration_min_samples: int = Field(
-        default=256, ge=2, description="Observations before the first curve is fitted."
-    )
-    calibration_refit_every: int = Field(
-        default=256, ge=1, description="Refit after this many new observations..."
-    )
-    calibration_refit_interval_s: float = Field(
-        default=30.0, gt=0, description="...or after this many seconds, whichever first."
-    )
-    calibration_standardize: bool = Field(
-        default=False,
-        description="Standardize calibrated rewards by the window's mean and std.",
-    )
-    calibration_clip: float | None = Field(
-        default=None, gt=0, description="Clip final rewards to +-clip."
+    # --- calibration (each new stream starts from this config) -----------------------------
+    calibration: StreamConfig = Field(
+        default_factory=StreamConfig,
+        description="The calibration every new stream starts with; each knob is its own "
+        "setting, REWARDCAL_CALIBRATION_<KNOB> or --calibration-<knob> (features as "
+        "comma-separated names, alpha the strength of every feature step).",
     )
     calibration_max_groups: int = Field(
         default=64,
@@ -290,25 +283,36 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="How often changed streams are written to state_dir."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_calibration(cls, data: Any) -> Any:
+        """Gather the calibration knobs into the nested config, whichever way they came:
+        ``calibration_frac=0.3`` (flags, keyword arguments) or the environment's
+        REWARDCAL_CALIBRATION_FRAC (split into ``calibration: {frac: ...}``). Flat values
+        win over nested ones. The environment's split also catches the service's own
+        calibration_* settings and unknown variables: like every REWARDCAL_ variable the
+        settings do not know, those are ignored here."""
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        nested = data.get("calibration")
+        if isinstance(nested, StreamConfig):
+            nested = nested.model_dump()
+        flat = dict(nested) if isinstance(nested, Mapping) else {}
+        for key in list(data):
+            knob = key.removeprefix(CALIBRATION_PREFIX)
+            if key.startswith(CALIBRATION_PREFIX) and knob in CALIBRATION_KNOBS:
+                flat[knob] = data.pop(key)
+        if nested is not None or flat:
+            known = {k: v for k, v in flat.items() if k in CALIBRATION_KNOBS}
+            data["calibration"] = unflatten(known)
+        return data
+
     @field_validator("api_keys", "admin_api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
-        return value
-
-    @field_validator("calibration_features", mode="before")
-    @classmethod
-    def _split_features(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [k.strip() for k in value.split(",") if k.strip()]
-        return value
-
-    @field_validator("calibration_frac", mode="after")
-    @classmethod
-    def _check_frac(cls, value: float | str) -> float | str:
-        if value != "auto" and not 0.0 < float(value) <= 1.0:
-            raise ValueError(f"calibration_frac must be 'auto' or in (0, 1], got {value!r}")
         return value
 
     @field_validator("cache_dir", "state_dir", "model_path", mode="after")
@@ -368,13 +372,6 @@ class Settings(BaseSettings):
                 "workers > 1 needs a shared calibration store (calibration_store "
                 "redis://...): with the memory store each worker would fit its own curve"
             )
-        if not self.calibration_features:
-            raise ValueError("calibration_features must name at least one feature")
-        if self.calibration_min_samples > self.calibration_window:
-            raise ValueError(
-                f"calibration_min_samples ({self.calibration_min_samples}) exceeds "
-                f"calibration_window ({self.calibration_window})"
-            )
         return self
 
     @property
@@ -395,18 +392,17 @@ class Settings(BaseSettings):
 
     def stream_defaults(self) -> StreamConfig:
         """The calibration config every new stream starts with."""
-        return StreamConfig(
-            method=self.calibration_method,
-            features=tuple(
-                FeatureStep(feature=name, alpha=self.calibration_alpha)
-                for name in self.calibration_features
-            ),
-            frac=self.calibration_frac,
-            center=self.calibration_center,
-            window=self.calibration_window,
-            min_samples=self.calibration_min_samples,
-            refit_every=self.calibration_refit_every,
-            refit_interval_s=self.calibration_refit_interval_s,
-            standardize=self.calibration_standardize,
-            clip=self.calibration_clip,
-        )
+        return self.calibration
+
+
+def settings_fields() -> dict[str, FieldInfo]:
+    """Every setting under the name of its variable (REWARDCAL_ + NAME) and flag
+    (--name): Settings' own fields, with ``calibration`` spelled out knob by knob
+    (``calibration_frac``, ...). What the CLI offers and the README table lists."""
+    fields: dict[str, FieldInfo] = {}
+    for name, field in Settings.model_fields.items():
+        if name == "calibration":
+            fields.update({CALIBRATION_PREFIX + knob: f for knob, f in CALIBRATION_KNOBS.items()})
+        else:
+            fields[name] = field
+    return fields

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic_core import PydanticUndefined
 
-from rewardcal.config import Settings
+from rewardcal.config import settings_fields
 
 START = "<!-- config-table:start -->"
 END = "<!-- config-table:end -->"
@@ -35,7 +35,7 @@ def render_table() -> str:
         "| environment variable | flag | default | what it trades off |",
         "| --- | --- | --- | --- |",
     ]
-    for name, field in Settings.model_fields.items():
+    for name, field in settings_fields().items():
         description = (field.description or "").replace("|", "\\|").replace("\n", " ")
         lines.append(
             f"| `REWARDCAL_{name.upper()}` | `--{name.replace('_', '-')}` | "

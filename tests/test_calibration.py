@@ -211,6 +211,11 @@ def test_stream_statuses_versions_and_observe_opt_out(tmp_path) -> None:  # type
         )
     )
 
+    # The drift from the curve it replaced is measured once, when a curve is published.
+    assert view1.curve is not None and view2.curve is not None
+    assert view1.curve.stats.drift is None
+    assert view2.curve.stats.drift == curve_drift(view1.curve, view2.curve)
+
     stream.freeze()
     engine.record(
         MODEL,
@@ -309,6 +314,94 @@ def test_snapshot_round_trip_and_corruption_is_skipped(tmp_path, caplog) -> None
         assert fresh.restore() == 0
     assert "checksum mismatch" in caplog.text or "truncated" in caplog.text
     assert fresh.current(MODEL, "run").status == CalibrationStatus.WARMING_UP
+
+
+# A stream as the previous version wrote it to its snapshot (curves with stats but no
+# drift; the curve's dict hand-written then), with an RC-LWR curve and a reference.
+_PREVIOUS_VERSION_META = {
+    "model": MODEL,
+    "group": "old",
+    "config": {
+        "method": "lowess",
+        "features": [{"feature": "chars", "alpha": 1.0}],
+        "frac": 0.5,
+        "it": 3,
+        "lowess_mode": "auto",
+        "center": "none",
+        "window": 2048,
+        "min_samples": 200,
+        "refit_every": 100,
+        "refit_interval_s": 30.0,
+        "mean_ratio": 4.0,
+        "mean_radius": None,
+        "mean_min_neighbors": 20,
+        "penalty_coef": 0.001,
+        "standardize": False,
+        "clip": None,
+    },
+    "version": 3,
+    "frozen": False,
+    "curve": {
+        "version": 3,
+        "method": "lowess",
+        "components": [
+            {
+                "feature": "chars",
+                "alpha": 1.0,
+                "center": 0.0,
+                "estimator": {
+                    "kind": "lowess",
+                    "xs": [10.0, 100.0, 1000.0],
+                    "ys": [0.5, 1.5, 2.0],
+                    "frac": 0.5,
+                },
+            }
+        ],
+        "post": {"mean": None, "std": None, "clip": None},
+        "stats": {
+            "samples": 450,
+            "spearman_raw": 0.61,
+            "spearman_calibrated": 0.02,
+            "slope_per_1k": 1.2,
+            "feature_range": [10.0, 1000.0],
+        },
+        "fitted_at": 1700000000.0,
+    },
+    "reference": {
+        "version": 1,
+        "method": "penalty",
+        "components": [
+            {
+                "feature": "chars",
+                "alpha": 0.5,
+                "center": 0.0,
+                "estimator": {"kind": "penalty", "coef": 0.001},
+            }
+        ],
+    },
+    "observed_total": 450,
+    "last_used_at": 1700000000.0,
+}
+
+
+def test_a_snapshot_of_the_previous_version_loads_and_serves_its_stats(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    features, raw = _biased_samples(300)
+    LocalSnapshotStore(tmp_path).save(StreamSnapshot(_PREVIOUS_VERSION_META, features, raw))
+    engine = _engine(tmp_path)
+    assert engine.restore() == 1
+    view = engine.current(MODEL, "old")
+    assert (view.status, view.version) == (CalibrationStatus.CALIBRATED, 3)
+    calibrated, bias = view.apply([{"chars": 55.0}, {"chars": 5000.0}], [1.0, 3.0])
+    assert bias == pytest.approx([1.0, 2.0])  # linear between points, flat beyond
+    assert calibrated == pytest.approx([0.0, 1.0])
+    assert view.curve is not None and view.curve.stats.spearman_raw == 0.61
+    assert view.curve.span == 0.5
+    # Written back unchanged, with the one new statistic (unknown for old curves).
+    meta, _ = engine.stream(MODEL, "old").export_state(include_window=False)
+    for key in ("curve", "reference"):
+        assert meta[key]["stats"].pop("drift") is None
+    assert meta["curve"] == _PREVIOUS_VERSION_META["curve"]
+    assert meta["reference"]["components"] == _PREVIOUS_VERSION_META["reference"]["components"]
 
 
 def test_snapshot_codec_rejects_garbage() -> None:

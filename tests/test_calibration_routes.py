@@ -98,7 +98,6 @@ def test_online_calibration_removes_length_bias_end_to_end(biased_client) -> Non
     assert abs(detail["spearman_calibrated"]) <= 0.05  # ...and calibration removed it
     assert detail["slope_per_1k"] > 0
     assert detail["curve"][0]["feature"] == "chars" and len(detail["curve"][0]["x"]) > 10
-
     metrics = client.get("/metrics").text
     labels = {"model": "tiny-bert", "group": "run-1"}
     assert _metric(metrics, "rewardcal_length_reward_spearman", kind="raw", **labels) >= 0.3
@@ -112,6 +111,17 @@ def test_online_calibration_removes_length_bias_end_to_end(biased_client) -> Non
     assert _metric(metrics, "rewardcal_curve_drift", **labels) >= 0
     assert _metric_count(metrics, "rewardcal_refit_duration_seconds_count") >= 2
     assert 'rewardcal_reward_bucket{group="run-1",kind="calibrated"' in metrics
+
+    # The statistics are the curve's, measured on its window when it was fitted, stored
+    # and exported with it; traffic after the fit does not move them until the next fit.
+    stats = client.get("/v1/calibration/run-1/export").json()["curve"]["stats"]
+    assert stats["samples"] == len(traffic) and stats["drift"] >= 0
+    served = ("spearman_raw", "spearman_calibrated", "slope_per_1k")
+    assert [detail[k] for k in served] == [stats[k] for k in served]
+    _send(client, traffic[:100], "run-1")
+    later = client.get("/v1/calibration/run-1").json()
+    assert later["window_samples"] == len(traffic) + 100 and later["version"] == version + 1
+    assert [later[k] for k in served] == [stats[k] for k in served]
 
 
 def test_raw_rewards_do_not_depend_on_calibration(biased_client) -> None:  # type: ignore[no-untyped-def]

@@ -23,10 +23,10 @@ from tests.traffic import alpaca_items
 
 def test_auto_is_the_default() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert settings.calibration_frac == "auto"
+    assert settings.calibration.frac == "auto"
     assert settings.stream_defaults().frac == "auto"
     assert Settings(_env_file=None, calibration_frac=0.3).stream_defaults().frac == 0.3  # type: ignore[call-arg]
-    with pytest.raises(ValueError, match="calibration_frac"):
+    with pytest.raises(ValueError, match=r"calibration\n.*frac must be in \(0, 1\]"):
         Settings(_env_file=None, calibration_frac=1.5)  # type: ignore[call-arg]
 
 

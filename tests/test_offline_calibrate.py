@@ -633,3 +633,54 @@ def test_bad_input_exits_2_with_one_line(
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("rewardcal calibrate: ") and needle in lines[0]
     assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--frac", "1.5"], "frac must be in (0, 1]"),
+        (["--alpha", "11"], "features.0.alpha"),
+        (["--method", "mean", "--min-neighbors", "0"], "mean_min_neighbors"),
+        (["--feature", "chars", "markdown", "--alpha", "1", "2", "3"], "3 alpha(s) for 2"),
+    ],
+)
+def test_options_are_refused_by_the_services_own_rules(
+    rb_file: Path, capsys: pytest.CaptureFixture[str], flags: list[str], needle: str
+) -> None:
+    """The flags build the service's StreamConfig: the same rules, one line, exit 2."""
+    assert main(["calibrate", str(rb_file), *flags]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rewardcal calibrate: ")
+    assert needle in lines[0]
+
+
+def test_offline_and_online_calibrate_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A curve the service fits on a window with the offline flags' config calibrates the
+    window's rewards as ``rewardcal calibrate`` does: both run the one fit."""
+    from rewardcal.calibration import FeatureStep, StreamConfig, fit_curve
+    from rewardcal.features import FEATURE_NAMES
+
+    rows = [r for r in _sample_rows() if r["group"] == "run-a"]
+    for row in rows:
+        del row["group"]
+    source, out = _write_jsonl(tmp_path / "s.jsonl", rows), tmp_path / "out.jsonl"
+    flags = ["--feature", "chars", "markdown", "--alpha", "1", "0.5", "--frac", "0.6"]
+    assert main(["calibrate", str(source), *flags, "--center", "mean", "--out", str(out)]) == 0
+    capsys.readouterr()
+    features = np.zeros((len(rows), len(FEATURE_NAMES)))
+    features[:, 0] = [len(r["response"]) for r in rows]
+    features[:, 2] = [markdown_count(r["response"]) for r in rows]
+    config = StreamConfig(
+        features=(FeatureStep(feature="chars"), FeatureStep(feature="markdown", alpha=0.5)),
+        frac=0.6,
+        lowess_mode="exact",
+        center="mean",
+        min_samples=16,
+    )
+    curve = fit_curve(config, features, np.array([r["reward"] for r in rows]))
+    calibrated, _ = curve.apply_arrays(features, np.array([r["reward"] for r in rows]))
+    got = [r["reward_calibrated"] for r in _read_jsonl(out)]
+    # to rounding: a curve adds its steps' biases up, a fit subtracts them one by one
+    np.testing.assert_allclose(got, calibrated, rtol=0, atol=1e-12)

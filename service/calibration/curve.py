@@ -3,69 +3,72 @@
 calibrated = raw - sum over features f of alpha_f * (b_f(c_f) - center_f), each b_f fitted
 on the rewards left after the previous features were removed (features in sequence).
 Optional post-steps: standardization by the window's calibrated mean/std, then clipping.
+
+A curve is a pydantic model: what a fit produces, what streams hold and requests apply,
+and what exports, imports, snapshots and the shared store write and read (validated as a
+whole). Its statistics are measured once, when it is fitted (and its drift when it is
+published), and stored with it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
+from pydantic import Field, model_validator
 from scipy.stats import rankdata, spearmanr
 
-from rewardcal.calibration.config import StreamConfig, feature_index
+from rewardcal.calibration.config import (
+    MAX_ALPHA,
+    FeatureName,
+    FittedMethod,
+    StreamConfig,
+    feature_index,
+)
 from rewardcal.calibration.estimators import (
+    Array,
     BiasEstimator,
     LowessBias,
     MeanBias,
     PenaltyBias,
-    estimator_from_dict,
+    Strict,
 )
-from rewardcal.calibration.models import ComponentModel, CurveModel
 from rewardcal.features import FEATURE_NAMES
 
-Array = npt.NDArray[np.float64]
+MAX_VERSION = 2**53
+"""Versions are JSON numbers; beyond 2^53 clients reading them as doubles lose digits."""
 
 
-@dataclass(frozen=True, eq=False)
-class Component:
-    feature: str
-    alpha: float
-    estimator: BiasEstimator
+class Component(Strict):
+    """One feature step of a curve: its estimator, strength and center."""
+
+    feature: FeatureName
+    alpha: float = Field(ge=0, le=MAX_ALPHA)
     center: float
+    estimator: BiasEstimator
 
-    def bias(self, c: Array) -> Array:
-        """alpha * (b(c) - center); 0 where the estimator has no estimate."""
-        shift = self.alpha * (self.estimator(c) - self.center)
+    def shift(self, b_hat: Array) -> Array:
+        """alpha * (b_hat - center); 0 where there is no estimate."""
+        shift = self.alpha * (b_hat - self.center)
         return np.where(np.isfinite(shift), shift, 0.0)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "feature": self.feature,
-            "alpha": self.alpha,
-            "center": self.center,
-            "estimator": self.estimator.to_dict(),
-        }
-
-    @classmethod
-    def from_model(cls, data: ComponentModel) -> Component:
-        return cls(
-            feature=data.feature,
-            alpha=data.alpha,
-            center=data.center,
-            estimator=estimator_from_dict(data.estimator.model_dump()),
-        )
+    def bias(self, c: Array) -> Array:
+        """What this step removes from rewards with feature values ``c``."""
+        return self.shift(self.estimator(c))
 
 
-@dataclass(frozen=True)
-class PostSteps:
+class PostSteps(Strict):
     mean: float | None = None  # standardization (None: off)
-    std: float | None = None
-    clip: float | None = None
+    std: float | None = Field(default=None, gt=0)
+    clip: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _pair(self) -> PostSteps:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("standardization needs both mean and std (or neither)")
+        return self
 
     def apply(self, r: Array) -> Array:
         if self.mean is not None and self.std is not None:
@@ -75,25 +78,44 @@ class PostSteps:
         return r
 
 
-@dataclass(frozen=True)
-class CurveStats:
-    """Measured on the window the curve was fitted on."""
+class CurveStats(Strict):
+    """Measured on the window the curve was fitted on (first feature), once per fit."""
 
-    samples: int
-    spearman_raw: float | None
-    spearman_calibrated: float | None
-    slope_per_1k: float | None  # bias of the first feature per 1,000 units of it
-    feature_range: tuple[float, float] | None
+    samples: int = Field(default=0, ge=0)
+    spearman_raw: float | None = None
+    spearman_calibrated: float | None = None
+    slope_per_1k: float | None = None  # bias of the first feature per 1,000 units of it
+    feature_range: tuple[float, float] | None = None
+    drift: float | None = Field(
+        default=None,
+        ge=0,
+        description="Largest |bias change| of the first feature from the curve this one "
+        "replaced, over feature_range (null: nothing replaced).",
+    )
 
 
-@dataclass(frozen=True, eq=False)
-class Curve:
-    version: int
-    method: str
-    components: tuple[Component, ...]
-    post: PostSteps
-    stats: CurveStats
-    fitted_at: float = field(default_factory=time.time)
+class Curve(Strict):
+    """A curve as streams apply it and export, import, snapshots and the store carry it."""
+
+    version: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_VERSION,
+        description="The version it had where it was exported; an import is given the "
+        "next version of the group it is imported into.",
+    )
+    method: FittedMethod
+    components: tuple[Component, ...] = Field(min_length=1, max_length=3)
+    post: PostSteps = PostSteps()
+    stats: CurveStats = CurveStats()
+    fitted_at: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Curve:
+        features = [c.feature for c in self.components]
+        if len(set(features)) != len(features):
+            raise ValueError(f"features repeat: {features}")
+        return self
 
     @property
     def span(self) -> float | None:
@@ -118,50 +140,14 @@ class Curve:
         calibrated, bias = self.apply_arrays(matrix, np.asarray(raw, dtype=np.float64))
         return calibrated.tolist(), bias.tolist()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "method": self.method,
-            "components": [c.to_dict() for c in self.components],
-            "post": {"mean": self.post.mean, "std": self.post.std, "clip": self.post.clip},
-            "stats": {
-                "samples": self.stats.samples,
-                "spearman_raw": self.stats.spearman_raw,
-                "spearman_calibrated": self.stats.spearman_calibrated,
-                "slope_per_1k": self.stats.slope_per_1k,
-                "feature_range": list(self.stats.feature_range)
-                if self.stats.feature_range
-                else None,
-            },
-            "fitted_at": self.fitted_at,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Curve:
-        """Validate a curve as a whole (:class:`CurveModel`; raises pydantic's
-        ValidationError, a ValueError) and build it."""
-        return cls.from_model(CurveModel.model_validate(data))
-
-    @classmethod
-    def from_model(cls, data: CurveModel) -> Curve:
-        stats = data.stats
-        return cls(
-            version=data.version,
-            method=data.method,
-            components=tuple(Component.from_model(c) for c in data.components),
-            post=PostSteps(data.post.mean, data.post.std, data.post.clip),
-            stats=CurveStats(
-                samples=stats.samples,
-                spearman_raw=stats.spearman_raw,
-                spearman_calibrated=stats.spearman_calibrated,
-                slope_per_1k=stats.slope_per_1k,
-                feature_range=stats.feature_range,
-            ),
-            fitted_at=data.fitted_at,
-        )
-
     def with_version(self, version: int) -> Curve:
-        return dataclasses.replace(self, version=version)
+        return self.model_copy(update={"version": version})
+
+    def published(self, version: int, replaces: Curve | None) -> Curve:
+        """This fit as a stream publishes it: its version, and its drift from the curve it
+        replaces (measured here, once, and stored in its stats)."""
+        stats = self.stats.model_copy(update={"drift": curve_drift(replaces, self)})
+        return self.model_copy(update={"version": version, "stats": stats})
 
 
 def features_matrix(features: Sequence[Mapping[str, float]]) -> Array:
@@ -200,16 +186,6 @@ def spearman_against(a: Array, *others: Array) -> list[float | None]:
     return values
 
 
-def _estimator(config: StreamConfig, c: Array, r: Array) -> BiasEstimator:
-    if config.method == "lowess":
-        return LowessBias.fit(c, r, config.frac, config.it, config.lowess_mode)
-    if config.method == "mean":
-        return MeanBias.fit(c, r, config.mean_radius, config.mean_ratio, config.mean_min_neighbors)
-    if config.method == "penalty":
-        return PenaltyBias(config.penalty_coef)
-    raise ValueError(f"method {config.method!r} fits no curve")
-
-
 def slope_per_1k(c: Array, bias: Array) -> float | None:
     """Least-squares slope of the bias on the feature, per 1,000 units."""
     if c.size < 2 or np.ptp(c) == 0:
@@ -218,38 +194,102 @@ def slope_per_1k(c: Array, bias: Array) -> float | None:
     return float(np.dot(cc, bias - bias.mean()) / np.dot(cc, cc) * 1000.0)
 
 
-def fit_curve(config: StreamConfig, features: Array, raw: Array, version: int) -> Curve:
-    """Fit every feature step in sequence on the window (features (n, F), raw (n,))."""
+@dataclass(frozen=True)
+class WindowFit:
+    """A fitted curve, and what each of its steps did to the window it was fitted on."""
+
+    curve: Curve
+    b_hat: tuple[Array, ...]  # each step's estimate at each sample (NaN: no estimate)
+    shifts: tuple[Array, ...]  # what each step removed from each sample
+    residual: Array  # raw minus every shift (before standardization and clipping)
+
+
+def _estimator(
+    config: StreamConfig, c: Array, r: Array, radius: float | None
+) -> LowessBias | MeanBias | PenaltyBias:
+    if config.method == "lowess":
+        return LowessBias.fit(c, r, config.frac, config.it, config.lowess_mode)
+    if config.method == "mean":
+        return MeanBias.fit(c, r, radius, config.mean_ratio, config.mean_min_neighbors)
+    if config.method == "penalty":
+        return PenaltyBias(kind="penalty", coef=config.penalty_coef)
+    raise ValueError(f"method {config.method!r} fits no curve")
+
+
+def fit_window(
+    config: StreamConfig,
+    features: Array,
+    raw: Array,
+    version: int = 0,
+    *,
+    pairs: int | None = None,
+    mean_radius: Mapping[str, float] | None = None,
+) -> WindowFit:
+    """Fit every feature step in sequence on a window (features (n, F), raw (n,)).
+
+    The online refits and the offline ``rewardcal calibrate`` both fit here. What only
+    the offline protocol has:
+
+    - ``pairs``: the window is ``pairs`` chosen responses followed by their rejected ones
+      (RewardBench pools); a pair's rewards are calibrated only where both have an
+      estimate (RC-Mean's min-neighbours rule, as the paper's script), else both stay.
+    - ``mean_radius``: RC-Mean's d per feature (the paper's mean chosen-rejected gap /
+      ratio), instead of the config's radius or the window's spread.
+    """
+    method = config.method
+    if method == "none":
+        raise ValueError("method none fits no curve")
     residual = raw.astype(np.float64, copy=True)
     components: list[Component] = []
-    first_bias: Array | None = None
+    b_hats: list[Array] = []
+    shifts: list[Array] = []
     for step in config.features:
         c = features[:, feature_index(step.feature)]
-        estimator = _estimator(config, c, residual)
-        b = estimator(c)
-        finite = np.isfinite(b)
-        center = float(b[finite].mean()) if config.center == "mean" and finite.any() else 0.0
-        component = Component(step.feature, step.alpha, estimator, center)
-        shift = component.bias(c)
-        if first_bias is None:
-            first_bias = shift
+        radius = (mean_radius or {}).get(step.feature, config.mean_radius)
+        estimator = _estimator(config, c, residual, radius)
+        b_hat = estimator(c)
+        if pairs is not None:
+            both = np.isfinite(b_hat[:pairs]) & np.isfinite(b_hat[pairs:])
+            b_hat[:pairs][~both] = np.nan
+            b_hat[pairs:][~both] = np.nan
+        finite = np.isfinite(b_hat)
+        center = float(b_hat[finite].mean()) if config.center == "mean" and finite.any() else 0.0
+        component = Component(
+            feature=step.feature, alpha=step.alpha, center=center, estimator=estimator
+        )
+        shift = component.shift(b_hat)
         residual = residual - shift
         components.append(component)
+        b_hats.append(b_hat)
+        shifts.append(shift)
 
     post = PostSteps(clip=config.clip)
     if config.standardize and residual.size > 1:
         std = float(residual.std())
-        post = PostSteps(float(residual.mean()), std if std > 0 else 1.0, config.clip)
+        post = PostSteps(mean=float(residual.mean()), std=std if std > 0 else 1.0, clip=config.clip)
     first = features[:, feature_index(config.features[0].feature)]
     rho_raw, rho_calibrated = spearman_against(first, raw, residual)
     stats = CurveStats(
         samples=int(raw.size),
         spearman_raw=rho_raw,
         spearman_calibrated=rho_calibrated,
-        slope_per_1k=slope_per_1k(first, first_bias) if first_bias is not None else None,
+        slope_per_1k=slope_per_1k(first, shifts[0]),
         feature_range=(float(first.min()), float(first.max())) if first.size else None,
     )
-    return Curve(version, config.method, tuple(components), post, stats)
+    curve = Curve(
+        version=version,
+        method=method,
+        components=tuple(components),
+        post=post,
+        stats=stats,
+        fitted_at=time.time(),
+    )
+    return WindowFit(curve, tuple(b_hats), tuple(shifts), residual)
+
+
+def fit_curve(config: StreamConfig, features: Array, raw: Array, version: int = 0) -> Curve:
+    """The curve of :func:`fit_window` (what a refit publishes)."""
+    return fit_window(config, features, raw, version).curve
 
 
 def curve_drift(old: Curve | None, new: Curve, grid_points: int = 256) -> float | None:

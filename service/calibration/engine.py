@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from rewardcal.calibration.config import StreamConfig
-from rewardcal.calibration.curve import Curve, curve_drift, fit_curve
+from rewardcal.calibration.curve import Curve, fit_curve
 from rewardcal.calibration.models import GROUP_PATTERN, StreamStateModel
 from rewardcal.calibration.persistence import SnapshotStore, StreamSnapshot
 from rewardcal.calibration.stream import CalibrationStatus, CalibrationStream, CurveView
@@ -257,7 +257,7 @@ class CalibrationEngine:
             logger.exception("refit of stream %s/%s failed", stream.model, stream.group)
             stream.abandon(job)
             return None
-        curve = stream.install(job, fitted.with_version)
+        curve = stream.install(job, fitted)
         elapsed = time.perf_counter() - started
         if curve is not None:
             logger.info(
@@ -271,13 +271,7 @@ class CalibrationEngine:
                 _fmt(curve.stats.spearman_calibrated),
             )
             if self._metrics is not None:
-                self._metrics.refit(
-                    stream.model,
-                    stream.group,
-                    curve,
-                    curve_drift(stream.previous_curve, curve),
-                    elapsed,
-                )
+                self._metrics.refit(stream.model, stream.group, curve, curve.stats.drift, elapsed)
         return curve
 
     def refit_due(self) -> int:

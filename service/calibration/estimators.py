@@ -1,18 +1,29 @@
 """Bias estimators b_hat(c): what each method fits on (feature, reward) samples.
 
-Each is immutable once fitted, evaluates at new feature values, and round-trips through
-``to_dict``/``estimator_from_dict`` for export and snapshots. NaN from an estimator means
-"no estimate here" and leaves the reward unchanged (RC-Mean with too few neighbours).
+Each is an immutable pydantic model: fitted here, evaluated at new feature values, and
+written to and read from exports, snapshots and the shared store as itself (its fields
+are its wire form; reading validates them as a whole). NaN from an estimator means "no
+estimate here" and leaves the reward unchanged (RC-Mean with too few neighbours).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    PrivateAttr,
+    WithJsonSchema,
+    model_validator,
+)
 
+from rewardcal.calibration.config import MAX_CURVE_POINTS, LowessMode
 from rewardcal_kernels import LowessCurve, choose_span, lowess_curve, rc_mean
 
 Array = npt.NDArray[np.float64]
@@ -22,93 +33,138 @@ Array = npt.NDArray[np.float64]
 EXACT_LOWESS_MAX_SAMPLES = 65_536
 
 
-class BiasEstimator(Protocol):
-    @property
-    def kind(self) -> str: ...
+class Strict(BaseModel):
+    """Frozen, no unknown fields, every float finite: what a curve's parts validate as."""
 
-    def __call__(self, c: Array) -> Array: ...
-
-    def to_dict(self) -> dict[str, Any]: ...
-
-    def points(self, max_points: int = 200) -> tuple[list[float], list[float]]: ...
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
-@dataclass(frozen=True, eq=False)
-class LowessBias:
-    """RC-LWR: LOWESS of reward on the feature (the paper's main method).
+def _points(value: Any) -> Array:
+    """A JSON list of numbers (or an array) as a read-only float64 array."""
+    try:
+        array = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("must be a list of numbers") from None
+    if array.ndim != 1:
+        raise ValueError("must be a list of numbers")
+    if not 1 <= array.size <= MAX_CURVE_POINTS:
+        raise ValueError(f"must hold 1 to {MAX_CURVE_POINTS} points, got {array.size}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("must be finite numbers")
+    array.setflags(write=False)
+    return array
 
-    ``frac`` is the span the curve was fitted with: the configured one, or the one
-    cross-validation chose when the stream's ``frac`` is ``"auto"`` (None for curves
-    stored before spans were recorded).
-    """
 
-    curve: LowessCurve
-    frac: float | None = None
-    kind: str = "lowess"
+Points = Annotated[
+    Array,
+    PlainValidator(_points),
+    PlainSerializer(lambda array: array.tolist(), return_type=list[float]),
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"type": "number"},
+            "minItems": 1,
+            "maxItems": MAX_CURVE_POINTS,
+        }
+    ),
+]
+"""Curve points: float64 arrays in memory (evaluated per request), lists of numbers on
+the wire (floats round-trip exactly through JSON)."""
+
+
+def _same_length(xs: Array, ys: Array) -> None:
+    if xs.size != ys.size:
+        raise ValueError(f"xs and ys differ in length ({xs.size} != {ys.size})")
+
+
+class LowessBias(Strict):
+    """RC-LWR: LOWESS of reward on the feature (the paper's main method); linear between
+    its fitted points, flat beyond them."""
+
+    # Evaluated by rewardcal_kernels.LowessCurve (built once, when the model is).
+
+    kind: Literal["lowess"]
+    xs: Points = Field(description="Distinct feature values, strictly increasing.")
+    ys: Points = Field(description="Fitted bias at each x.")
+    frac: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="The span it was fitted with (auto: chosen); null for curves stored "
+        "before spans were recorded.",
+    )
+    _curve: LowessCurve = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _shape(self) -> LowessBias:
+        _same_length(self.xs, self.ys)
+        if np.any(np.diff(self.xs) <= 0):
+            raise ValueError("xs must be strictly increasing")
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._curve = LowessCurve(self.xs, self.ys)
 
     @classmethod
-    def fit(cls, c: Array, r: Array, frac: float | str, it: int, mode: str) -> LowessBias:
+    def fit(cls, c: Array, r: Array, frac: float | str, it: int, mode: LowessMode) -> LowessBias:
         if mode == "auto":
             mode = "exact" if c.size <= EXACT_LOWESS_MAX_SAMPLES else "grid"
         if frac == "auto":
             finite = np.isfinite(c) & np.isfinite(r)
             if int(finite.sum()) >= 3:
-                choice = choose_span(c, r, it=it, mode=mode)  # type: ignore[arg-type]
-                return cls(choice.curve, choice.frac)
+                choice = choose_span(c, r, it=it, mode=mode)
+                return cls(kind="lowess", xs=choice.curve.xs, ys=choice.curve.ys, frac=choice.frac)
             frac = 1.0
         span = float(frac)
-        return cls(lowess_curve(c, r, frac=span, it=it, mode=mode), span)  # type: ignore[arg-type]
+        curve = lowess_curve(c, r, frac=span, it=it, mode=mode)
+        return cls(kind="lowess", xs=curve.xs, ys=curve.ys, frac=span)
+
+    @property
+    def curve(self) -> LowessCurve:
+        return self._curve
 
     def __call__(self, c: Array) -> Array:
-        return np.asarray(self.curve(c), dtype=np.float64)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **self.curve.to_dict(), "frac": self.frac}
+        return np.asarray(self._curve(c), dtype=np.float64)
 
     def points(self, max_points: int = 200) -> tuple[list[float], list[float]]:
-        xs, ys = self.curve.xs, self.curve.ys
+        xs, ys = self.xs, self.ys
         if xs.size > max_points:
             pick = np.unique(np.linspace(0, xs.size - 1, max_points).round().astype(int))
             xs, ys = xs[pick], ys[pick]
         return xs.tolist(), ys.tolist()
 
 
-@dataclass(frozen=True, eq=False)
-class MeanBias:
+class MeanBias(Strict):
     """RC-Mean: mean reward of the window's samples whose feature lies within ±d."""
 
-    xs: Array  # window samples, sorted by feature
-    ys: Array
-    radius: float
-    min_neighbors: int
-    kind: str = "mean"
+    kind: Literal["mean"]
+    xs: Points = Field(description="Window feature values, sorted.")
+    ys: Points = Field(description="Raw rewards of those samples.")
+    radius: float = Field(gt=0, description="Neighbourhood half-width d.")
+    min_neighbors: int = Field(ge=1, le=MAX_CURVE_POINTS)
+
+    @model_validator(mode="after")
+    def _shape(self) -> MeanBias:
+        _same_length(self.xs, self.ys)
+        if np.any(np.diff(self.xs) < 0):
+            raise ValueError("xs must be sorted")
+        return self
 
     @classmethod
     def fit(
         cls, c: Array, r: Array, radius: float | None, ratio: float, min_neighbors: int
     ) -> MeanBias:
         order = np.argsort(c, kind="stable")
-        xs, ys = c[order].copy(), r[order].copy()
+        xs, ys = c[order], r[order]
         if radius is None:
             radius = spread_radius(xs, ratio)
-        xs.setflags(write=False)
-        ys.setflags(write=False)
-        return cls(xs, ys, float(radius), min_neighbors)
+        return cls(kind="mean", xs=xs, ys=ys, radius=float(radius), min_neighbors=min_neighbors)
 
     def __call__(self, c: Array) -> Array:
         return np.asarray(
             rc_mean(self.xs, self.ys, self.radius, self.min_neighbors, x_eval=c),
             dtype=np.float64,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "xs": self.xs.tolist(),
-            "ys": self.ys.tolist(),
-            "radius": self.radius,
-            "min_neighbors": self.min_neighbors,
-        }
 
     def points(self, max_points: int = 200) -> tuple[list[float], list[float]]:
         grid = np.unique(np.linspace(self.xs[0], self.xs[-1], max_points))
@@ -132,38 +188,17 @@ def spread_radius(sorted_c: Array, ratio: float) -> float:
     return max(float(gini_mean_difference) / ratio, 1e-9)
 
 
-@dataclass(frozen=True, eq=False)
-class PenaltyBias:
+class PenaltyBias(Strict):
     """The length-penalty baseline: b(c) = coef * c."""
 
-    coef: float
-    kind: str = "penalty"
+    kind: Literal["penalty"]
+    coef: float = Field(ge=-1e6, le=1e6)
 
     def __call__(self, c: Array) -> Array:
         return self.coef * np.asarray(c, dtype=np.float64)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "coef": self.coef}
 
     def points(self, max_points: int = 200) -> tuple[list[float], list[float]]:
         return [0.0, 1000.0], [0.0, 1000.0 * self.coef]
 
 
-def estimator_from_dict(data: dict[str, Any]) -> BiasEstimator:
-    kind = data.get("kind")
-    if kind == "lowess":
-        frac = data.get("frac")
-        return LowessBias(
-            LowessCurve(np.asarray(data["xs"]), np.asarray(data["ys"])),
-            None if frac is None else float(frac),
-        )
-    if kind == "mean":
-        return MeanBias(
-            np.asarray(data["xs"], dtype=np.float64),
-            np.asarray(data["ys"], dtype=np.float64),
-            float(data["radius"]),
-            int(data["min_neighbors"]),
-        )
-    if kind == "penalty":
-        return PenaltyBias(float(data["coef"]))
-    raise ValueError(f"unknown estimator kind {kind!r}")
+BiasEstimator = Annotated[LowessBias | MeanBias | PenaltyBias, Field(discriminator="kind")]

@@ -33,7 +33,6 @@ import asyncio
 import collections
 import contextlib
 import hashlib
-import json
 import logging
 import secrets
 import struct
@@ -45,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from rewardcal.calibration.config import StreamConfig
-from rewardcal.calibration.curve import Curve, curve_drift, features_matrix, fit_curve
+from rewardcal.calibration.curve import Curve, features_matrix, fit_curve
 from rewardcal.calibration.engine import CalibrationEngine, check_refit
 from rewardcal.calibration.stream import CalibrationStatus, CalibrationStream, CurveView
 from rewardcal.calibration.window import Array
@@ -562,9 +561,7 @@ class RedisCalibrationEngine(CalibrationEngine):
         if self._metrics is not None:
             self._metrics.window(model, group, int(length))
             if changed and curve is not None:
-                self._metrics.refit(
-                    model, group, curve, curve_drift(stream.previous_curve, curve), 0.0
-                )
+                self._metrics.refit(model, group, curve, curve.stats.drift, 0.0)
 
     # ---- refits ---------------------------------------------------------------------------
 
@@ -616,7 +613,10 @@ class RedisCalibrationEngine(CalibrationEngine):
             started = time.perf_counter()
             fitted: Curve = await asyncio.to_thread(self._fit, config, features, raw, 0)
             elapsed = time.perf_counter() - started
-            body = json.dumps(fitted.to_dict())
+            # The store assigns the version; the drift is measured here, from the curve
+            # this process last saw calibrate the group.
+            replaces = stream.current_curve or stream.reference_curve
+            body = fitted.published(0, replaces).model_dump_json()
             version = await self._scripts["publish_fit"](
                 keys=[keys.meta, keys.curve, keys.lock],
                 args=[
@@ -753,7 +753,7 @@ class RedisCalibrationEngine(CalibrationEngine):
     ) -> CalibrationStream:
         await self._call(self._ensure_strict(model, group))
         keys = self._keys(model, group)
-        body = json.dumps(curve.to_dict())
+        body = curve.model_dump_json()
         config_json = self._config_json(config) if config is not None else ""
         await self._call(
             self._scripts["import"](
@@ -817,7 +817,7 @@ def _parse_curve(blob: bytes | None) -> Curve | None:
     if blob is None:
         return None
     head, _, body = blob.partition(b"\n")
-    return Curve.from_dict(json.loads(body)).with_version(int(head))
+    return Curve.model_validate_json(body).with_version(int(head))
 
 
 def _safe_url(url: str) -> str:

@@ -71,7 +71,6 @@ class CalibrationStream:
         self._config = config
         self._window = RollingWindow(config.window)
         self._curve: Curve | None = None
-        self._previous: Curve | None = None
         self._reference: Curve | None = None
         self._version = 0
         self._frozen = False
@@ -159,15 +158,15 @@ class CalibrationStream:
             self._fitting = True
             return FitJob(self._config, features, raw, self._epoch, self._window.total)
 
-    def install(self, job: FitJob, curve_factory: Any) -> Curve | None:
-        """Publish a fitted curve with the next version; None if the stream moved on."""
+    def install(self, job: FitJob, fitted: Curve) -> Curve | None:
+        """Publish a fitted curve with the next version (and its drift from the curve it
+        replaces); None if the stream moved on."""
         with self._lock:
             self._fitting = False
             if job.epoch != self._epoch or self._frozen:
                 return None
             self._version += 1
-            curve: Curve = curve_factory(self._version)
-            self._previous = self._curve or self._reference
+            curve = fitted.published(self._version, self._curve or self._reference)
             self._curve = curve
             self._since_fit = self._window.total - job.observed_at_snapshot
             self._last_fit_at = time.monotonic()
@@ -178,11 +177,6 @@ class CalibrationStream:
         with self._lock:
             self._fitting = False
             self._last_fit_at = time.monotonic()  # do not retry a failing fit in a tight loop
-
-    @property
-    def previous_curve(self) -> Curve | None:
-        with self._lock:
-            return self._previous
 
     # ---- operations ---------------------------------------------------------------------
 
@@ -228,8 +222,6 @@ class CalibrationStream:
         """Mirror a stream whose state lives in a shared store; True if its curve changed."""
         with self._lock:
             changed = curve is not self._curve
-            if changed and self._curve is not None:
-                self._previous = self._curve
             self._config = config
             self._frozen = frozen
             self._curve = curve
@@ -264,7 +256,6 @@ class CalibrationStream:
                 self._config = config
             self._window = RollingWindow(self._config.window)
             self._curve = None
-            self._previous = None
             self._since_fit = 0
             self._epoch += 1
             self._fitting = False
@@ -284,7 +275,6 @@ class CalibrationStream:
             curve = curve.with_version(self._version)
             self._reference = curve
             self._curve = None
-            self._previous = None
             self._frozen = freeze
             self._since_fit = 0
             self._epoch += 1
@@ -301,8 +291,8 @@ class CalibrationStream:
                 "config": self._config.model_dump(mode="json"),
                 "version": self._version,
                 "frozen": self._frozen,
-                "curve": self._curve.to_dict() if self._curve else None,
-                "reference": self._reference.to_dict() if self._reference else None,
+                "curve": self._curve.model_dump(mode="json") if self._curve else None,
+                "reference": self._reference.model_dump(mode="json") if self._reference else None,
                 "observed_total": self._window.total,
                 "last_used_at": self.last_used_at,
             }
@@ -321,8 +311,7 @@ class CalibrationStream:
             raise ValueError(f"window arrays have shapes {features.shape} and {raw.shape}")
         finite = np.isfinite(raw) & np.all(np.isfinite(features), axis=1)
         features, raw = features[finite], raw[finite]
-        curve = Curve.from_model(state.curve) if state.curve else None
-        reference = Curve.from_model(state.reference) if state.reference else None
+        curve, reference = state.curve, state.reference
         with self._lock:
             self._config = state.config
             self._window = RollingWindow(self._config.window)

@@ -32,32 +32,39 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import kendalltau, spearmanr
 
+from rewardcal.calibration.curve import fit_window
+from rewardcal.features import FEATURE_NAMES
+from rewardcal.mathutil import sigmoid_each
 from rewardcal.offline.io import InputError, Table
 from rewardcal.offline.measure import Measure
-from rewardcal.offline.protocol import _number, _text, paper_lookup
+from rewardcal.offline.protocol import Options, _number, _text
 
 Array = npt.NDArray[np.float64]
-AlpacaMethod = Literal["lowess", "lowess-penalty", "penalty"]
 DEFAULT_BASELINE = "gpt4_1106_preview"
 SCORE_COLUMNS = ("score", "reward")
 
 
 @dataclass(frozen=True)
 class AlpacaOptions:
-    method: AlpacaMethod = "lowess"
-    features: tuple[str, ...] = ("chars",)
-    alphas: tuple[float, ...] = (1.0,)
-    frac: float = 0.3
-    it: int = 3
-    coef: float = 0.001
-    penalty_length: Literal["response", "text"] = "response"
+    """The calibration (:class:`~rewardcal.offline.protocol.Options`; RC-Mean is not
+    offered here) and the generator every other one is compared with."""
+
+    options: Options
     baseline: str = DEFAULT_BASELINE
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.options.features
+
+    @property
+    def penalty_length(self) -> str:
+        return self.options.penalty_length
 
 
 @dataclass
@@ -76,7 +83,7 @@ class AlpacaData:
 def alpaca_data(
     table: Table,
     source: str,
-    options: AlpacaOptions,
+    alpaca: AlpacaOptions,
     measure: Measure,
     reference_column: str | None = None,
 ) -> AlpacaData:
@@ -99,7 +106,7 @@ def alpaca_data(
     generators: list[str] = []
     keys: list[str] = []
     scores = np.empty(n)
-    features = {f: np.empty(n) for f in options.features}
+    features = {f: np.empty(n) for f in alpaca.features}
     length = np.empty(n)
     reference: dict[str, float] = {}
     for i, row in enumerate(table.rows):
@@ -111,9 +118,9 @@ def alpaca_data(
         generators.append(generator)
         keys.append(str(row.get(key_column)))
         scores[i] = _number(row.get(score_column), score_column, number)
-        for name in options.features:
+        for name in alpaca.features:
             features[name][i] = measure(name, output)
-        if options.penalty_length == "text":
+        if alpaca.penalty_length == "text":
             prompt = _text(row.get("instruction"), "instruction", number, csv_cells)
             length[i] = measure.text_chars(prompt, output)
         else:
@@ -125,14 +132,14 @@ def alpaca_data(
                     f"row {number}: {reference_column} differs between rows of {generator}"
                 )
     base_row = {
-        k: i for i, (g, k) in enumerate(zip(generators, keys, strict=True)) if g == options.baseline
+        k: i for i, (g, k) in enumerate(zip(generators, keys, strict=True)) if g == alpaca.baseline
     }
     if not base_row:
-        raise InputError(f"{source}: no rows of the baseline {options.baseline!r} (--baseline)")
+        raise InputError(f"{source}: no rows of the baseline {alpaca.baseline!r} (--baseline)")
     lacking = sorted({k for k in keys if k not in base_row})
     if lacking:
         raise InputError(
-            f"{source}: the baseline {options.baseline!r} has no output for "
+            f"{source}: the baseline {alpaca.baseline!r} has no output for "
             f"{len(lacking)} instruction(s), e.g. {lacking[0]!r}"
         )
     base = np.array([base_row[k] for k in keys], dtype=np.int64)
@@ -148,22 +155,17 @@ class AlpacaResult:
     correlation: dict[str, dict[str, float | None]] | None
 
 
-def _sigmoid(m: Array) -> Array:
-    return 1.0 / (1.0 + np.exp(-m))
-
-
-def calibrate_alpacaeval(data: AlpacaData, options: AlpacaOptions) -> AlpacaResult:
-    from rewardcal_kernels import lowess
-
+def calibrate_alpacaeval(data: AlpacaData, alpaca: AlpacaOptions) -> AlpacaResult:
+    config = alpaca.options.config
     score = data.scores.astype(np.float64, copy=True)
-    if options.method in ("lowess-penalty", "penalty"):
-        score = score - options.coef * data.length
-    if options.method != "penalty":
-        for feature, alpha in zip(options.features, options.alphas, strict=True):
-            c = data.features[feature]
-            fitted = lowess(c, score, frac=options.frac, it=options.it, delta=0.0)
-            # Every row (the baseline's rows included) looked up on the one fit.
-            score = score - alpha * paper_lookup(c, fitted, c)
+    if alpaca.options.penalty_first or config.method == "penalty":
+        score = score - config.penalty_coef * data.length
+    if config.method == "lowess":
+        matrix = np.zeros((score.size, len(FEATURE_NAMES)))
+        for name, values in data.features.items():
+            matrix[:, FEATURE_NAMES.index(name)] = values
+        # One fit over every row; each row (the baseline's too) looked up on it.
+        score = fit_window(config, matrix, score).residual
     margins = data.scores - data.scores[data.base]
     calibrated_margins = score - score[data.base]
     board = []
@@ -175,8 +177,8 @@ def calibrate_alpacaeval(data: AlpacaData, options: AlpacaOptions) -> AlpacaResu
             {
                 "generator": name,
                 "outputs": int(rows.sum()),
-                "rm_winrate": float(_sigmoid(margins[rows]).mean() * 100),
-                "calibrated_rm_winrate": float(_sigmoid(calibrated_margins[rows]).mean() * 100),
+                "rm_winrate": float(sigmoid_each(margins[rows]).mean() * 100),
+                "calibrated_rm_winrate": float(sigmoid_each(calibrated_margins[rows]).mean() * 100),
                 "rm_discrete_winrate": float((margins[rows] > 0).mean() * 100),
                 "calibrated_rm_discrete_winrate": float(
                     (calibrated_margins[rows] > 0).mean() * 100
@@ -206,10 +208,12 @@ def _correlation(board: Sequence[dict[str, Any]]) -> dict[str, dict[str, float |
     return out
 
 
-def format_alpaca_report(source: str, options: AlpacaOptions, result: AlpacaResult) -> str:
+def format_alpaca_report(source: str, alpaca: AlpacaOptions, result: AlpacaResult) -> str:
+    frac = alpaca.options.config.frac
     lines = [
-        f"{source}: AlpacaEval protocol, method {options.method}, features "
-        f"{', '.join(options.features)}, frac {options.frac:g}, baseline {options.baseline}",
+        f"{source}: AlpacaEval protocol, method {alpaca.options.method}, features "
+        f"{', '.join(alpaca.features)}, frac {frac if frac == 'auto' else f'{frac:g}'}, "
+        f"baseline {alpaca.baseline}",
         "",
         f"{'generator':<32} {'outputs':>7} {'win rate':>9} {'calibrated':>10} {'reference':>10}",
     ]

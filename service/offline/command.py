@@ -21,57 +21,28 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
+from rewardcal.calibration.config import (
+    CenterName,
+    FeatureName,
+    FeatureStep,
+    FittedMethod,
+    StreamConfig,
+)
 from rewardcal.offline.io import InputError, Table, read_table, table_format, write_table
+
+if TYPE_CHECKING:
+    from rewardcal.offline.protocol import Options
 
 EXIT_BAD_INPUT = 2
 
 
-def _fraction(text: str) -> float:
-    value = _finite(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _count(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
-        return value
-
-    return parse
+def _default(knob: str) -> str:
+    """The stream config's default of a knob, for the help text."""
+    return str(StreamConfig.model_fields[knob].default)
 
 
 def add_calibrate_parser(sub: Any) -> argparse.ArgumentParser:
@@ -94,7 +65,7 @@ def add_calibrate_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--method",
-        choices=["lowess", "lowess-penalty", "mean", "penalty"],
+        choices=get_args(FittedMethod)[:1] + ("lowess-penalty",) + get_args(FittedMethod)[1:],
         default="lowess",
         help="bias estimate: RC-LWR (LOWESS), RC-LWR-Penalty (the length penalty, then "
         "RC-LWR), RC-Mean, or the length penalty (default: lowess)",
@@ -141,58 +112,55 @@ def add_calibrate_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--feature",
         nargs="+",
-        choices=["chars", "tokens", "markdown"],
+        choices=get_args(FeatureName),
         default=["chars"],
-        metavar="{chars,tokens,markdown}",
+        metavar="{" + ",".join(get_args(FeatureName)) + "}",
         help="characteristic(s) to remove, in sequence (default: chars)",
     )
     parser.add_argument(
         "--alpha",
         nargs="+",
-        type=_non_negative,
-        default=[1.0],
+        type=float,
+        default=[FeatureStep.model_fields["alpha"].default],
         help="strength of removal: one value, or one per feature (default: 1.0)",
     )
     parser.add_argument(
         "--frac",
-        type=_fraction,
+        type=float,
         default=None,
         help="LOWESS span (default: 1.0, the paper's RewardBench setting; 0.3 with "
         "--protocol alpacaeval, its AlpacaEval setting)",
     )
     parser.add_argument(
-        "--it", type=_count(0), default=3, help="LOWESS robustness iterations (default: 3)"
+        "--it", type=int, help=f"LOWESS robustness iterations (default: {_default('it')})"
     )
     parser.add_argument(
         "--center",
-        choices=["none", "mean"],
-        default="none",
+        choices=get_args(CenterName),
         help="none: subtract b_hat itself, as the paper (default); mean: "
         "subtract b_hat minus its mean, keeping the reward level",
     )
     parser.add_argument(
         "--ratio",
-        type=_positive,
-        default=4.0,
-        help="RC-Mean: d = mean |c_chosen - c_rejected| / ratio (default: 4)",
+        type=float,
+        help="RC-Mean: d = mean |c_chosen - c_rejected| / ratio "
+        f"(default: {_default('mean_ratio')})",
     )
     parser.add_argument(
         "--min-neighbors",
-        type=_count(1),
-        default=20,
-        help="RC-Mean: fewest samples in a window to calibrate (default: 20)",
+        type=int,
+        help="RC-Mean: fewest samples in a window to calibrate "
+        f"(default: {_default('mean_min_neighbors')})",
     )
     parser.add_argument(
         "--radius",
-        type=_positive,
-        default=None,
+        type=float,
         help="RC-Mean: window half-width d (default: from the data)",
     )
     parser.add_argument(
         "--coef",
-        type=_finite,
-        default=0.001,
-        help="length penalty per unit of the feature (default: 0.001)",
+        type=float,
+        help=f"length penalty per unit of the feature (default: {_default('penalty_coef')})",
     )
     parser.add_argument(
         "--xstest-weights",
@@ -244,7 +212,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from rewardcal.offline.measure import Measure
     from rewardcal.offline.protocol import (
-        Options,
         calibrate_pairs,
         calibrate_samples,
         detect_kind,
@@ -253,27 +220,11 @@ def _run(args: argparse.Namespace) -> int:
     )
     from rewardcal.offline.report import format_report, pair_metrics, sample_metrics
 
-    features = tuple(args.feature)
-    alphas = tuple(args.alpha) * len(features) if len(args.alpha) == 1 else tuple(args.alpha)
     measure = Measure(args.markdown_patterns, args.tokenizer)
+    options = _options(args, default_frac=0.3 if args.protocol == "alpacaeval" else 1.0)
     if args.protocol == "alpacaeval":
-        return _run_alpacaeval(args, features, alphas, measure)
-    try:
-        options = Options(
-            method=args.method,
-            features=features,
-            alphas=alphas,
-            frac=1.0 if args.frac is None else args.frac,
-            it=args.it,
-            center=args.center,
-            ratio=args.ratio,
-            min_neighbors=args.min_neighbors,
-            radius=args.radius,
-            coef=args.coef,
-            penalty_length=args.penalty_length,
-        )
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+        return _run_alpacaeval(args, options, measure)
+    features = options.features
     show = sys.stderr.isatty() if args.progress is None else bool(args.progress)
     path: Path = args.file
     source = str(path)
@@ -281,7 +232,7 @@ def _run(args: argparse.Namespace) -> int:
     kind = detect_kind(table, source)
     if kind == "pairs":
         pairs = pair_data(table, source, features, show, measure, args.penalty_length)
-        result = calibrate_pairs(pairs, options, show)
+        result = calibrate_pairs(pairs, options)
         metrics = pair_metrics(source, pairs, result, options, args.xstest_weights)
         if args.out is not None:
             _add_pair_columns(
@@ -333,9 +284,44 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_alpacaeval(
-    args: argparse.Namespace, features: tuple[str, ...], alphas: tuple[float, ...], measure: Any
-) -> int:
+def _options(args: argparse.Namespace, default_frac: float) -> Options:
+    """The flags as a stream config (the service's rules refuse bad values), plus what
+    only the offline protocols have. Flags left out take the config's defaults, except
+    the span: the paper's setting of the protocol (``default_frac``)."""
+    from pydantic import ValidationError
+
+    from rewardcal.offline.protocol import Options, offline_config
+
+    try:
+        config = offline_config(
+            args.method,
+            args.feature,
+            args.alpha,
+            frac=default_frac if args.frac is None else args.frac,
+            it=args.it,
+            center=args.center,
+            mean_ratio=args.ratio,
+            mean_min_neighbors=args.min_neighbors,
+            mean_radius=args.radius,
+            penalty_coef=args.coef,
+        )
+    except ValidationError as exc:
+        raise InputError(f"invalid options: {_one_line(exc)}") from None
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return Options(config, args.method == "lowess-penalty", args.penalty_length)
+
+
+def _one_line(error: Any) -> str:
+    parts = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item.get("loc", ()))
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {message}" if loc else message)
+    return "; ".join(parts)
+
+
+def _run_alpacaeval(args: argparse.Namespace, options: Options, measure: Any) -> int:
     from rewardcal.offline.alpacaeval import (
         AlpacaOptions,
         alpaca_data,
@@ -345,24 +331,13 @@ def _run_alpacaeval(
 
     if args.method == "mean":
         raise InputError("--protocol alpacaeval offers lowess, lowess-penalty and penalty")
-    if len(alphas) != len(features):
-        raise InputError(f"{len(alphas)} alpha(s) for {len(features)} feature(s)")
-    options = AlpacaOptions(
-        method=args.method,
-        features=features,
-        alphas=alphas,
-        frac=0.3 if args.frac is None else args.frac,
-        it=args.it,
-        coef=args.coef,
-        penalty_length=args.penalty_length,
-        baseline=args.baseline,
-    )
+    alpaca = AlpacaOptions(options, args.baseline)
     source = str(args.file)
     show = sys.stderr.isatty() if args.progress is None else bool(args.progress)
     table = read_table(args.file, show_progress=show)
-    data = alpaca_data(table, source, options, measure, args.reference_column)
-    result = calibrate_alpacaeval(data, options)
-    print(format_alpaca_report(source, options, result))
+    data = alpaca_data(table, source, alpaca, measure, args.reference_column)
+    result = calibrate_alpacaeval(data, alpaca)
+    print(format_alpaca_report(source, alpaca, result))
     if args.out is not None:
         for i, row in enumerate(table.rows):
             row["score_calibrated"] = float(result.calibrated[i])
@@ -378,11 +353,11 @@ def _run_alpacaeval(
                 "method": options.method,
                 "features": list(options.features),
                 "alphas": list(options.alphas),
-                "frac": options.frac,
-                "it": options.it,
-                "coef": options.coef,
+                "frac": options.config.frac,
+                "it": options.config.it,
+                "coef": options.config.penalty_coef,
                 "penalty_length": options.penalty_length,
-                "baseline": options.baseline,
+                "baseline": alpaca.baseline,
             },
             "leaderboard": result.leaderboard,
             "rank_correlation": result.correlation,

@@ -10,25 +10,29 @@ ZeroYuHuang/Reward-Calibration)::
 with several features removed in sequence, each fitted on the rewards the previous ones
 left. A file of scored samples is calibrated the same way, one pool per ``group``.
 
+The pool is fitted by the service's own ``rewardcal.calibration.curve.fit_window`` (what
+every online refit runs) with a :class:`~rewardcal.calibration.config.StreamConfig` built
+from the command's flags: LOWESS in its exact mode (statsmodels' answer, ``delta=0``).
+
 Looking the fit up (RC-LWR)
 ---------------------------
 The paper's script does not read LOWESS's fitted values back in input order: it takes
 statsmodels' sorted ``(x, fitted)`` output and, for each response's length ``x``, uses
-``fitted[bisect.bisect_left(sorted_x, x)]``. :func:`paper_lookup` does exactly that
-(``numpy.searchsorted(..., side="left")`` is ``bisect_left`` for every query at once).
-``bisect_left`` lands on the first entry of the run of equal lengths; in-sample every
-queried length is in the run, and LOWESS gives tied x one shared fitted value, so the
-lookup returns the fitted value at that very length. ``bisect_right`` would land one past
-the run: on the next longer length's fit, and past the end of the array for the longest
-response (the script's ``IndexError``). For a length that is not in the pool (never the
-case in-sample) ``bisect_left`` gives the fit at the next longer length; past the longest
-one this module clamps to the last fitted value instead of raising.
+``fitted[bisect.bisect_left(sorted_x, x)]`` (:func:`paper_lookup`; ``numpy.searchsorted(...,
+side="left")`` is ``bisect_left`` for every query at once). ``bisect_left`` lands on the
+first entry of the run of equal lengths; in-sample every queried length is in the run, and
+LOWESS gives tied x one shared fitted value, so the lookup returns the fitted value at that
+very length. That is what the service's curve gives too: it holds one fitted value per
+distinct length and returns it exactly at that length (interpolating only between lengths,
+which in-sample never happens). ``bisect_right`` would land one past the run: on the next
+longer length's fit, and past the end of the array for the longest response (the script's
+``IndexError``).
 
 RC-Mean and the penalty
 -----------------------
-RC-Mean uses ``rewardcal_kernels.rc_mean`` (the mean reward of the pooled samples whose feature lies
-in the closed window ``[c - d, c + d]``; see that module for how it differs from the
-script's slice), ``d = mean |c_chosen - c_rejected| / ratio`` for pair files and, lacking
+RC-Mean uses ``rewardcal_kernels.rc_mean`` (the mean reward of the pooled samples whose
+feature lies in the closed window ``[c - d, c + d]``; see that module for how it differs
+from the script's slice), ``d = mean |c_chosen - c_rejected| / ratio`` for pair files and, lacking
 pairs, the mean gap between any two samples of the group / ratio (as the online streams
 do). As in the paper's script, a pair is calibrated only when both of its windows hold at
 least ``min_neighbors`` samples; otherwise both rewards stay as they are. The length
@@ -50,15 +54,17 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from rewardcal.calibration.config import FittedMethod, StreamConfig
+from rewardcal.calibration.curve import fit_window
+from rewardcal.calibration.estimators import MeanBias
+from rewardcal.features import FEATURE_NAMES
 from rewardcal.offline.io import InputError, Table, decode_cell, progress
 from rewardcal.offline.measure import Measure
 
 Array = npt.NDArray[np.float64]
-Method = Literal["lowess", "lowess-penalty", "mean", "penalty"]
-Center = Literal["none", "mean"]
+Method = Literal[FittedMethod, "lowess-penalty"]
 Kind = Literal["pairs", "samples"]
 
-OFFLINE_FEATURES = ("chars", "tokens", "markdown")
 # Key of the penalty's length in a pool's feature dict (not a feature of its own).
 PENALTY_LENGTH = "_penalty_length"
 DEFAULT_GROUP = "default"
@@ -70,33 +76,57 @@ _GIVEN = {"chars": LENGTH_COLUMNS, "tokens": ("tokens",), "markdown": ("markdown
 
 @dataclass(frozen=True)
 class Options:
-    """How to calibrate; the defaults are the paper's RewardBench setting (RC-LWR)."""
+    """How to calibrate a file: the service's own calibration config (the same model, the
+    same rules, fitted by the same ``fit_window``), and what only the paper's offline
+    protocols have."""
 
-    method: Method = "lowess"
-    features: tuple[str, ...] = ("chars",)
-    alphas: tuple[float, ...] = (1.0,)
-    frac: float = 1.0
-    it: int = 3
-    center: Center = "none"
-    ratio: float = 4.0
-    min_neighbors: int = 20
-    radius: float | None = None
-    coef: float = 0.001
+    config: StreamConfig = field(default_factory=lambda: offline_config())
+    penalty_first: bool = False  # RC-LWR-Penalty: the length penalty first, then RC-LWR
     penalty_length: Literal["response", "text"] = "response"
 
-    def __post_init__(self) -> None:
-        if not self.features:
-            raise ValueError("at least one feature is needed")
-        unknown = [f for f in self.features if f not in OFFLINE_FEATURES]
-        if unknown:
-            raise ValueError(f"unknown feature(s) {unknown}; offline: {list(OFFLINE_FEATURES)}")
-        if len(set(self.features)) != len(self.features):
-            raise ValueError(f"features repeat: {list(self.features)}")
-        if len(self.alphas) != len(self.features):
-            raise ValueError(
-                f"{len(self.alphas)} alpha(s) for {len(self.features)} feature(s); "
-                "give one alpha, or one per feature"
-            )
+    @property
+    def method(self) -> Method:
+        method = self.config.method
+        if method == "none":
+            raise ValueError("offline calibration needs a method that fits a curve")
+        return "lowess-penalty" if self.penalty_first else method
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return tuple(step.feature for step in self.config.features)
+
+    @property
+    def alphas(self) -> tuple[float, ...]:
+        return tuple(step.alpha for step in self.config.features)
+
+
+def offline_config(
+    method: Method = "lowess",
+    features: Sequence[str] = ("chars",),
+    alphas: Sequence[float] = (1.0,),
+    **knobs: Any,
+) -> StreamConfig:
+    """The stream config of an offline run: LOWESS exact (statsmodels' answer, as the
+    paper's scripts) with the paper's RewardBench span 1.0 unless ``knobs`` say otherwise;
+    one alpha for every feature or one each. Raises ValueError (pydantic's
+    ValidationError) on a bad combination, with the config's own rules."""
+    if len(alphas) == 1:
+        alphas = tuple(alphas) * len(features)
+    if len(alphas) != len(features):
+        raise ValueError(
+            f"{len(alphas)} alpha(s) for {len(features)} feature(s); "
+            "give one alpha, or one per feature"
+        )
+    steps = [{"feature": f, "alpha": a} for f, a in zip(features, alphas, strict=True)]
+    return StreamConfig.model_validate(
+        {
+            "method": "lowess" if method == "lowess-penalty" else method,
+            "features": steps,
+            "frac": 1.0,
+            "lowess_mode": "exact",
+            **{k: v for k, v in knobs.items() if v is not None},
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -314,19 +344,6 @@ def paper_lookup(x_fit: Array, y_fit: Array, queries: Array) -> Array:
     return np.asarray(ys[np.minimum(index, xs.size - 1)], dtype=np.float64)
 
 
-def _lowess_bias(c: Array, r: Array, options: Options) -> Array:
-    from rewardcal_kernels import lowess
-
-    fitted = lowess(c, r, frac=options.frac, it=options.it, delta=0.0)
-    return paper_lookup(c, fitted, c)
-
-
-def _gini_radius(c: Array, ratio: float) -> float:
-    from rewardcal.calibration.estimators import spread_radius
-
-    return spread_radius(np.sort(c), ratio)
-
-
 @dataclass
 class Step:
     """One feature's removal: ``shift = alpha * (b_hat - center)`` (0 where b_hat is NaN)."""
@@ -354,56 +371,46 @@ def calibrate_pool(
     options: Options,
     pairs: int | None = None,
     radius_for: Callable[[str], float] | None = None,
-    show_progress: bool = False,
 ) -> Calibrated:
-    """Calibrate one pool, feature after feature, as the paper's script does.
+    """Calibrate one pool, feature after feature, with the service's ``fit_window``.
 
     ``pairs``: the pool is ``pairs`` chosen rewards followed by as many rejected ones; RC-Mean
     then calibrates a pair only when both of its windows have enough neighbours.
-    ``radius_for``: RC-Mean's ``d`` per feature (default: from the pool's own spread).
+    ``radius_for``: RC-Mean's ``d`` per feature (default: the config's ``mean_radius``,
+    else the pool's own spread).
     """
-    from rewardcal_kernels import rc_mean
-
-    residual = raw.astype(np.float64, copy=True)
-    steps: list[Step] = []
+    config = options.config
     penalty_c = features.get(PENALTY_LENGTH, features["chars"])
-    if options.method == "lowess-penalty":
+    matrix = np.zeros((raw.size, len(FEATURE_NAMES)))
+    for column, name in enumerate(FEATURE_NAMES):
+        if name in features:
+            matrix[:, column] = features[name]
+    if config.method == "penalty":
+        # The penalty's length: the response's characters, or the templated conversation.
+        matrix[:, FEATURE_NAMES.index("chars")] = penalty_c
+    residual = raw.astype(np.float64, copy=True)
+    if options.penalty_first:
         # RC-LWR-Penalty: the penalty first, then RC-LWR on what it leaves.
-        residual = residual - options.coef * penalty_c
-    todo = list(zip(options.features, options.alphas, strict=True))
-    for feature, alpha in progress(todo, f"fitting ({options.method})", show_progress):
-        c = features[feature]
-        radius: float | None = None
-        if options.method in ("lowess", "lowess-penalty"):
-            b_hat = _lowess_bias(c, residual, options)
-        elif options.method == "mean":
-            if options.radius is not None:
-                radius = float(options.radius)
-            elif radius_for is not None:
-                radius = radius_for(feature)
-            else:
-                radius = _gini_radius(c, options.ratio)
-            b_hat = np.asarray(
-                rc_mean(c, residual, radius, options.min_neighbors), dtype=np.float64
-            )
-            if pairs is not None:
-                both = np.isfinite(b_hat[:pairs]) & np.isfinite(b_hat[pairs:])
-                b_hat[:pairs][~both] = np.nan
-                b_hat[pairs:][~both] = np.nan
-        elif options.method == "penalty":
-            # calibrated = reward - coef * length (alpha 1, no center)
-            b_hat = options.coef * (penalty_c if feature == "chars" else c)
-        else:  # pragma: no cover - Options is typed
-            raise ValueError(f"unknown method {options.method!r}")
-        finite = np.isfinite(b_hat)
-        center = float(b_hat[finite].mean()) if options.center == "mean" and finite.any() else 0.0
-        shift = np.where(finite, alpha * (b_hat - center), 0.0)
-        residual = residual - shift
-        steps.append(Step(feature, float(alpha), center, b_hat, shift, radius))
-    return Calibrated(raw.astype(np.float64, copy=True), residual, steps)
+        residual = residual - config.penalty_coef * penalty_c
+    radius = None
+    if config.method == "mean" and config.mean_radius is None and radius_for is not None:
+        radius = {feature: radius_for(feature) for feature in options.features}
+    fit = fit_window(config, matrix, residual, pairs=pairs, mean_radius=radius)
+    steps = [
+        Step(
+            c.feature,
+            c.alpha,
+            c.center,
+            b_hat,
+            shift,
+            c.estimator.radius if isinstance(c.estimator, MeanBias) else None,
+        )
+        for c, b_hat, shift in zip(fit.curve.components, fit.b_hat, fit.shifts, strict=True)
+    ]
+    return Calibrated(raw.astype(np.float64, copy=True), fit.residual, steps)
 
 
-def calibrate_pairs(data: PairData, options: Options, show_progress: bool = False) -> Calibrated:
+def calibrate_pairs(data: PairData, options: Options) -> Calibrated:
     """Pool chosen and rejected rewards (chosen first) and calibrate the pool."""
     from rewardcal_kernels import rc_mean_radius
 
@@ -416,10 +423,12 @@ def calibrate_pairs(data: PairData, options: Options, show_progress: bool = Fals
 
     def radius_for(feature: str) -> float:
         return rc_mean_radius(
-            data.features_chosen[feature], data.features_rejected[feature], options.ratio
+            data.features_chosen[feature],
+            data.features_rejected[feature],
+            options.config.mean_ratio,
         )
 
-    return calibrate_pool(pooled, raw, options, n, radius_for, show_progress)
+    return calibrate_pool(pooled, raw, options, n, radius_for)
 
 
 def calibrate_samples(

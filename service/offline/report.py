@@ -55,18 +55,23 @@ def _reported_features(options: Options) -> list[str]:
 
 
 def _options(options: Options, xstest_weights: XstestWeights | None) -> dict[str, Any]:
+    config = options.config
     out: dict[str, Any] = {
         "method": options.method,
         "features": list(options.features),
         "alphas": list(options.alphas),
-        "center": options.center,
+        "center": config.center,
     }
     if options.method in ("lowess", "lowess-penalty"):
-        out.update(frac=options.frac, it=options.it, delta=0.0)
+        out.update(frac=config.frac, it=config.it, delta=0.0)
     elif options.method == "mean":
-        out.update(ratio=options.ratio, min_neighbors=options.min_neighbors, radius=options.radius)
+        out.update(
+            ratio=config.mean_ratio,
+            min_neighbors=config.mean_min_neighbors,
+            radius=config.mean_radius,
+        )
     if options.method in ("penalty", "lowess-penalty"):
-        out.update(coef=options.coef, penalty_length=options.penalty_length)
+        out.update(coef=config.penalty_coef, penalty_length=options.penalty_length)
     if xstest_weights is not None:
         out["xstest_weights"] = xstest_weights
     return out

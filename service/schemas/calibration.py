@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from rewardcal.calibration.config import StreamConfig
-from rewardcal.calibration.models import CurveModel
+from rewardcal.calibration.curve import Curve
 
 EXPORT_FORMAT = "rewardcal-calibration/1"
 
@@ -57,12 +57,16 @@ class StreamDetail(StreamSummary):
     observed_total: int
     curve: list[CurvePoints] = Field(description="Bias curve of each feature step.")
     spearman_raw: float | None = Field(
-        description="Spearman(first feature, raw reward) over the current window."
+        description="Spearman(first feature, raw reward) over the window the current curve "
+        "was fitted on, measured at that fit (null: no curve yet)."
     )
     spearman_calibrated: float | None = Field(
-        description="Spearman(first feature, calibrated reward) over the current window."
+        description="Spearman(first feature, calibrated reward) over that same window."
     )
-    slope_per_1k: float | None = Field(description="Bias per 1,000 units of the first feature.")
+    slope_per_1k: float | None = Field(
+        description="Bias per 1,000 units of the first feature (the current curve, over "
+        "its fit window)."
+    )
     span: float | None = Field(
         default=None,
         description="LOWESS span of the current curve: the configured frac, or the one "
@@ -81,7 +85,7 @@ class CalibrationExport(BaseModel):
     version: int | None = None
     frozen: bool = False
     config: StreamConfig | None = None
-    curve: CurveModel | None = Field(description="The curve, as export wrote it.")
+    curve: Curve | None = Field(description="The curve, as export wrote it.")
 
 
 class CalibrationImport(CalibrationExport):

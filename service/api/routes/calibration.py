@@ -8,12 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from rewardcal.api.deps import AdminOnly, RuntimeDep
-from rewardcal.calibration import CalibrationStream, Curve, validate_group
-from rewardcal.calibration.config import feature_index
-from rewardcal.calibration.curve import slope_per_1k, spearman
-from rewardcal.calibration.models import CurveModel
+from rewardcal.calibration import CalibrationStream, validate_group
+from rewardcal.calibration.curve import CurveStats
 from rewardcal.calibration.plot import render_png
-from rewardcal.calibration.window import Array
 from rewardcal.errors import ErrorType, ServiceError, error_responses
 from rewardcal.runtime import Runtime
 from rewardcal.schemas.calibration import (
@@ -56,41 +53,27 @@ def _summary(stream: CalibrationStream) -> StreamSummary:
     )
 
 
-def _detail(stream: CalibrationStream, features: Array, raw: Array) -> StreamDetail:
+def _detail(stream: CalibrationStream) -> StreamDetail:
+    """The stream and its current curve, with the statistics stored with the curve."""
     summary = _summary(stream)
-    view = stream.view()
-    config = stream.config
-    first = features[:, feature_index(config.features[0].feature)] if raw.size else raw
-    rho_raw = spearman(first, raw) if raw.size else None
-    rho_cal = None
-    slope = None
+    curve = stream.view().curve
+    stats = curve.stats if curve is not None else CurveStats()
     points: list[CurvePoints] = []
-    curve = view.curve
-    if curve is not None:
-        if raw.size:
-            calibrated, _ = curve.apply_arrays(features, raw)
-            rho_cal = spearman(first, calibrated)
-            if curve.components:
-                slope = slope_per_1k(first, curve.components[0].bias(first))
-        for component in curve.components:
-            x, y = component.estimator.points()
-            points.append(
-                CurvePoints(
-                    feature=component.feature,
-                    alpha=component.alpha,
-                    center=component.center,
-                    x=x,
-                    y=y,
-                )
+    for component in curve.components if curve is not None else ():
+        x, y = component.estimator.points()
+        points.append(
+            CurvePoints(
+                feature=component.feature, alpha=component.alpha, center=component.center, x=x, y=y
             )
+        )
     return StreamDetail(
         **summary.model_dump(),
-        config=config,
+        config=stream.config,
         observed_total=stream.observed_total,
         curve=points,
-        spearman_raw=rho_raw,
-        spearman_calibrated=rho_cal if curve is not None else rho_raw,
-        slope_per_1k=slope,
+        spearman_raw=stats.spearman_raw,
+        spearman_calibrated=stats.spearman_calibrated,
+        slope_per_1k=stats.slope_per_1k,
         span=curve.span if curve is not None else None,
     )
 
@@ -113,12 +96,12 @@ async def list_streams(runtime: RuntimeDep) -> StreamList:
 
 @router.get("/{group}", response_model=StreamDetail, responses=OPS_ERRORS)
 async def get_stream(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> StreamDetail:
-    """Config, window size, curve version and status, curve points, and the length-reward
-    Spearman correlation over the window, raw and calibrated."""
-    key = _key(runtime, group, model)
-    stream = await runtime.calibration.get(*key)
-    features, raw = await runtime.calibration.window(*key)
-    return await asyncio.to_thread(_detail, stream, features, raw)
+    """Config, window size, curve version and status, curve points, and the statistics
+    measured when the current curve was fitted: the length-reward Spearman correlation over
+    its window, raw and calibrated, and its slope."""
+    stream = await runtime.calibration.get(*_key(runtime, group, model))
+    # RC-Mean's points evaluate the curve over its whole window: off the event loop.
+    return await asyncio.to_thread(_detail, stream)
 
 
 @router.post(
@@ -177,7 +160,7 @@ async def export(group: str, runtime: RuntimeDep, model: ModelQuery = None) -> C
         version=view.version,
         frozen=stream.frozen,
         config=stream.config,
-        curve=CurveModel.model_validate(view.curve.to_dict()) if view.curve is not None else None,
+        curve=view.curve,
     )
 
 
@@ -205,10 +188,9 @@ async def import_curve(
             f"config.method {body.config.method!r} does not match the curve's "
             f"{body.curve.method!r}",
         )
-    curve = Curve.from_model(body.curve)
     freeze_it = body.freeze if body.freeze is not None else body.frozen
     stream = await runtime.calibration.import_curve(
-        *_key(runtime, group, model), curve, body.config, freeze_it
+        *_key(runtime, group, model), body.curve, body.config, freeze_it
     )
     return _summary(stream)
 
