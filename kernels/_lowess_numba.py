@@ -24,6 +24,7 @@ code in ``__pycache__`` next to this file, so later processes load it (~0.5 s).
 
 from __future__ import annotations
 
+import importlib.util
 import weakref
 from math import comb
 from typing import TYPE_CHECKING, Any
@@ -36,10 +37,11 @@ from ._lowess_plan import EXACT
 if TYPE_CHECKING:
     from ._lowess_sums import DeviceWindows
 
-try:  # numba is a pinned dependency; the numpy path remains the reference and fallback.
-    from numba import njit
-except ImportError:  # pragma: no cover - exercised only where numba is absent
-    njit = None
+# numba is a pinned dependency, imported on the first compiled fit rather than with this
+# module: importing numba loads llvmlite, whose ctypes wrappers break vLLM's CPU worker
+# start-up scan of every module (vllm/triton_utils/dispatcher.py calls vars() on each
+# module attribute), and the vLLM engine's spawned workers import the service.
+_HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 # Windows of at most this many distinct x values are summed directly; wider ones from
 # chunked prefix sums (the cut where both cost about the same here).
@@ -57,8 +59,8 @@ _FAST = {"reassoc", "contract"}
 
 
 def _jit(fn: Any) -> Any:
-    if njit is None:
-        return None
+    from numba import njit
+
     try:
         return njit(cache=True, nogil=True, fastmath=_FAST)(fn)
     except RuntimeError:  # no writable cache location (read-only install, no HOME cache)
@@ -127,7 +129,7 @@ def _direct_one_py(
     out[4, i] = cov
 
 
-_direct_one = _jit(_direct_one_py)
+_direct_one: Any = None  # compiled by _compile()
 
 
 def _plan_py(
@@ -229,7 +231,7 @@ def _plan_py(
     return wide, bounds[: n_chunks + 1], g0, g1, center, scale, coef
 
 
-_plan = _jit(_plan_py)
+_plan: Any = None
 
 
 def _pass_py(
@@ -322,12 +324,23 @@ def _pass_py(
     return redone
 
 
-_pass = _jit(_pass_py)
+_pass: Any = None
+
+
+def _compile() -> Any:
+    """The compiled kernels, made once (numba resolves the globals _pass_py calls at its
+    first call, so those are set first)."""
+    global _direct_one, _plan, _pass
+    if _pass is None:
+        _direct_one = _jit(_direct_one_py)
+        _plan = _jit(_plan_py)
+        _pass = _jit(_pass_py)
+    return _pass
 
 
 def available() -> bool:
     """Whether the compiled kernel can be used (numba importable)."""
-    return _pass is not None
+    return _HAVE_NUMBA
 
 
 # x-only plans of the windows being fitted (a DeviceWindows lives for one fit).
@@ -338,14 +351,15 @@ _PLANS: weakref.WeakKeyDictionary[DeviceWindows, tuple[np.ndarray, ...]] = (
 
 def numba_moments(xs: Any, a_g: Any, b_g: Any, dw: DeviceWindows) -> Stats:
     """:data:`._lowess_ops.MomentsFn`, compiled (numpy arrays, exact-mode tuning)."""
-    if _pass is None:  # pragma: no cover - callers check available()
+    if not _HAVE_NUMBA:  # pragma: no cover - callers check available()
         raise RuntimeError("numba is not installed")
+    compiled = _compile()
     plan = _PLANS.get(dw)
     if plan is None:
         plan = _plan(dw.u, dw.radius, dw.lo, dw.hi, _BINOM, EXACT.spread, EXACT.ratio)
         _PLANS[dw] = plan
     out = np.empty((5, dw.size))
-    _pass(
+    compiled(
         np.ascontiguousarray(xs, dtype=np.float64),
         np.ascontiguousarray(a_g, dtype=np.float64),
         np.ascontiguousarray(b_g, dtype=np.float64),

@@ -90,3 +90,23 @@ def test_far_offset_x_keeps_precision() -> None:
     ref = sm_lowess(x, y, 0.1, 3)
     for shift in (1e6, -3e9):
         assert_close(lowess(x + shift, y, 0.1, 3), ref, y)
+
+
+def test_importing_the_service_leaves_numba_unloaded_until_a_compiled_fit() -> None:
+    """vLLM's CPU workers scan every loaded module at start-up and fail on llvmlite's
+    ctypes wrappers; the workers import the service, so numba loads on first use only."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, numpy as np\n"
+        "import rewardcal.api.app, rewardcal.backends.vllm_backend, rewardcal_kernels\n"
+        "before = 'llvmlite' in sys.modules\n"
+        "x = np.arange(500.0)\n"
+        "rewardcal_kernels.lowess(x, np.sin(x / 30), frac=0.3)\n"
+        "print(before, 'numba' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert out.stdout.split() == ["False", "True"]
