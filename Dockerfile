@@ -121,9 +121,11 @@ COPY kernels ./kernels
 RUN python3 -m pip install --no-cache-dir --no-deps ./client \
     && python3 -m pip install --no-cache-dir --no-deps . \
     && rewardcal --help > /dev/null
-# The GPU check runs from here (header): it imports the service from ./service.
+# The GPU check runs from here (header): the installed service, and benchkit (servers,
+# load, tiny models; shared with the benchmarks) from ./benchkit.
+COPY benchkit ./benchkit
 COPY scripts/gpu_check.sh scripts/gpu_check.py scripts/gpu_env.py scripts/gpu_load.py \
-    ./scripts/
+    scripts/gpu_lowess.py ./scripts/
 
 RUN groupadd --system --gid 10001 rewardcal \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/rewardcal \

@@ -70,16 +70,16 @@ test: $(STAMP) $(VLLM_STAMP) $(TRAINERS_STAMP) prometheus-tools redis-server
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check service kernels client tests bench scripts deploy
-	$(VENV)/bin/ruff format --check service kernels client tests bench scripts deploy
+	$(VENV)/bin/ruff check service kernels client benchkit tests bench scripts deploy
+	$(VENV)/bin/ruff format --check service kernels client benchkit tests bench scripts deploy
 	@mkdir -p .typecheck && ln -sfn ../service .typecheck/rewardcal \
 		&& ln -sfn ../kernels .typecheck/rewardcal_kernels \
 		&& ln -sfn ../client/rewardcal_client .typecheck/rewardcal_client
 	$(VENV)/bin/mypy
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format service kernels client tests bench scripts deploy
-	$(VENV)/bin/ruff check --fix service kernels client tests bench scripts deploy
+	$(VENV)/bin/ruff format service kernels client benchkit tests bench scripts deploy
+	$(VENV)/bin/ruff check --fix service kernels client benchkit tests bench scripts deploy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -8,13 +8,17 @@ Measures, on integer lengths drawn log-normal around 300-2000 characters:
   deviation;
 * at n=1M (a full rolling window): grid mode (``lowess_curve``, what a refit produces,
   and per-observation ``lowess``), exact mode, and statsmodels with
-  delta = 0.01 * range; deviations of grid and statsmodels-delta from the exact fit.
+  delta = 0.01 * range; deviations of grid and statsmodels-delta from the exact fit;
+* the torch backend on CPU against the numpy backend's numba window sums (what the service
+  runs), exact ``lowess_curve`` (a refit) on windows of 16,384 and 65,536: the torch path
+  is the one the GPU check runs on CUDA (scripts/gpu_lowess.py); here it shows what it
+  costs where there is no GPU.
 
 Single-threaded: the BLAS/OpenMP thread variables are set before numpy is imported and
 torch is told to use one thread.
 
 usage: python bench/bench_lowess.py [--repeats 5] [--quick] [--exact-only] [--fracs 0.1 ...]
-                                    [--out bench/results/lowess.md]
+                                    [--no-torch] [--out bench/results/lowess.md]
 """
 
 from __future__ import annotations
@@ -100,13 +104,14 @@ def main() -> None:
     parser.add_argument(
         "--exact-only", action="store_true", help="skip the 1M-observation grid section"
     )
+    parser.add_argument("--no-torch", action="store_true", help="skip the torch-backend section")
     args = parser.parse_args()
     try:
         import torch
 
         torch.set_num_threads(1)
     except ImportError:
-        pass
+        args.no_torch = True
 
     n_exact, n_window = (5_000, 100_000) if args.quick else (50_000, 1_000_000)
     reps = args.repeats
@@ -195,12 +200,48 @@ def main() -> None:
                 f"{t_sm / t:.0f}x ({c_sm / c:.0f}x) | {dev:.1e} | {dev / np.ptp(y):.1e} |"
             )
             print(lines[-1], flush=True)
+    if not args.no_torch:
+        lines += torch_section((4_096, 16_384) if args.quick else (16_384, 65_536), reps)
 
     report = "\n".join(lines) + "\n"
     print(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report)
+
+
+def torch_section(sizes: tuple[int, ...], reps: int) -> list[str]:
+    """Exact refits (``lowess_curve``) by the torch backend on CPU vs the numba path."""
+    import torch
+
+    lines = [
+        "",
+        "## torch backend on CPU vs numba (exact refit, one thread)",
+        "",
+        f"torch {torch.__version__}, float64 tensors on CPU; the numpy backend sums windows "
+        "with its numba kernel (what the service runs). Integer lengths as above (seed 4).",
+        "",
+        "| n | frac | numba wall (cpu) | torch wall (cpu) | torch / numba (wall) | "
+        "max abs dev | dev / y range |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for n in sizes:
+        x, y = lengths_data(n, seed=4)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        for frac in (0.3, 1.0):
+            t_nb, c_nb, ref = timed(lambda frac=frac, x=x, y=y: lowess_curve(x, y, frac, 3), reps)
+            t_t, c_t, got = timed(
+                lambda frac=frac, xt=xt, yt=yt: lowess_curve(xt, yt, frac, 3, backend="torch"),
+                reps,
+            )
+            dev = float(np.max(np.abs(got.ys - ref.ys)))
+            lines.append(
+                f"| {n:,} | {frac} | {t_nb * 1e3:.1f} ms ({c_nb * 1e3:.1f} ms) | "
+                f"{t_t * 1e3:.1f} ms ({c_t * 1e3:.1f} ms) | {t_t / t_nb:.1f}x | {dev:.1e} | "
+                f"{dev / np.ptp(y):.1e} |"
+            )
+            print(lines[-1], flush=True)
+    return lines
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from rewardcal.calibration import CalibrationEngine  # noqa: E402
 from rewardcal.calibration.config import StreamConfig  # noqa: E402
 from rewardcal.calibration.curve import fit_curve, spearman_against  # noqa: E402
 from rewardcal.calibration.estimators import LowessBias  # noqa: E402
+from rewardcal.datasets import alpacaeval_outputs  # noqa: E402
 from rewardcal.features import FEATURE_NAMES, markdown_count  # noqa: E402
 from rewardcal.metrics import CalibrationMetrics  # noqa: E402
 
@@ -68,9 +69,7 @@ GROUP = "bench"
 def response_pool() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """chars, tokens (about chars / 4.3 for this WordPiece vocabulary), markdown counts of
     the AlpacaEval responses."""
-    from tests.traffic import alpaca_items
-
-    responses = [item["response"] for item in alpaca_items()]
+    responses = [output.output for output in alpacaeval_outputs()]
     chars = np.array([len(r) for r in responses], dtype=np.float64)
     tokens = np.round(chars / 4.3)
     markdown = np.array([markdown_count(r) for r in responses], dtype=np.float64)
@@ -190,20 +189,17 @@ def request_path_costs(
 
 def model_latency(model_path: Path, threads: int, n: int) -> dict[str, float]:
     """Tokenize + forward on the transformers backend, as the service runs them."""
-    import random
-
     import torch
 
+    from benchkit.texts import shuffled_items
     from rewardcal import formatting
     from rewardcal.backends.transformers_backend import TransformersBackend
-    from tests.traffic import alpaca_items
 
     torch.set_num_threads(threads)
     backend = TransformersBackend(model_path, max_input_tokens=512)
     backend.load()
     tokenizer = backend.tokenizer
-    items = alpaca_items()
-    random.Random(0).shuffle(items)
+    items = shuffled_items(0)
     texts = [
         formatting.render_messages(
             tokenizer, formatting.pair_messages(it["prompt"], it["response"])

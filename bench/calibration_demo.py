@@ -10,10 +10,7 @@ the length-reward Spearman before/after and writes the service's own plot.png.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import time
-from importlib import resources
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -21,14 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from rewardcal.api import create_app
 from rewardcal.config import Settings
+from rewardcal.datasets import alpacaeval_items
 from rewardcal.default_model import ensure_default_model
-
-
-def alpaca_items() -> list[dict[str, str]]:
-    path = resources.files("service") / "data" / "alpacaeval-outputs-3models.jsonl.gz"
-    with gzip.open(str(path), "rt", encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle]
-    return [{"prompt": r["instruction"], "response": r["output"]} for r in rows]
 
 
 def main() -> int:
@@ -48,7 +39,7 @@ def main() -> int:
     )
     model = ensure_default_model(settings.cache_dir)
     app = create_app(settings, model, registry=CollectorRegistry())
-    items = alpaca_items()[: args.limit]
+    items = alpacaeval_items(args.limit)
     started = time.perf_counter()
     with TestClient(app) as client:
         while client.get("/ready").status_code != 200:

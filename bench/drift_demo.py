@@ -26,18 +26,11 @@ from prometheus_client import CollectorRegistry
 
 from rewardcal.api import create_app
 from rewardcal.config import Settings
+from rewardcal.datasets import alpacaeval_items
 from rewardcal.default_model import ensure_default_model
-from rewardcal.default_model.pairs import load_alpacaeval_outputs
 from rewardcal.plotting import new_figure
 
 GROUPS = ("drifting", "steady")
-
-
-def responses() -> list[dict[str, str]]:
-    return [
-        {"prompt": str(r["instruction"]), "response": str(r["output"])}
-        for r in load_alpacaeval_outputs()
-    ]
 
 
 def band(group: str, step: int, steps: int) -> tuple[int, int]:
@@ -67,7 +60,7 @@ def run(steps: int, per_step: int, seed: int) -> list[dict[str, Any]]:
     )
     model = ensure_default_model(settings.cache_dir)
     app = create_app(settings, model, registry=CollectorRegistry())
-    pool = responses()
+    pool = alpacaeval_items()
     rng = random.Random(seed)
     rows: list[dict[str, Any]] = []
     with TestClient(app) as client:

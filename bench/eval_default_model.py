@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from rewardcal import formatting  # noqa: E402
+from rewardcal.datasets import alpacaeval_outputs  # noqa: E402
 from rewardcal.default_model import default_model_dir, read_metadata  # noqa: E402
 from rewardcal.default_model import pairs as pairs_mod  # noqa: E402
 
@@ -115,11 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     # AlpacaEval responses: length bias.
-    rows = pairs_mod.load_alpacaeval_outputs()[: args.limit]
+    rows = alpacaeval_outputs(args.limit)
     texts = [
-        formatting.render_messages(
-            tokenizer, formatting.pair_messages(str(r["instruction"]), str(r["output"]))
-        )
+        formatting.render_messages(tokenizer, formatting.pair_messages(r.instruction, r.output))
         for r in rows
     ]
     ids, full_lengths = formatting.encode(
@@ -133,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         progress=progress,
         description="alpacaeval",
     )
-    chars = [len(str(r["output"])) for r in rows]
+    chars = [len(r.output) for r in rows]
     rho = float(spearmanr(chars, rewards).statistic)
     by_generator: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
-        by_generator[str(r["generator"])].append(i)
+        by_generator[r.generator].append(i)
     generators = {
         g: {
             "n": len(idx),

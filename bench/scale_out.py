@@ -15,113 +15,45 @@ time of rewardcal's process tree per request (/proc, every worker included). Con
 Rounds alternate the configurations (so machine noise hits all of them alike); the report
 gives medians. A real redis-server (Debian's package) on a free port, AOF on. The load
 comes from wrk (Debian's package; one C thread) when installed, since on 2 cores an
-in-process Python client takes a core from the workers; else from httpx.
+in-process Python client takes a core from the workers; else from benchkit's closed loop
+(httpx). Servers, ports and readiness are benchkit's, shared with the other benchmarks.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchkit.load import async_client, closed_loop  # noqa: E402
+from benchkit.processes import ServerProcess, free_port  # noqa: E402
+from benchkit.tiny_models import build_tiny_reward_model  # noqa: E402
+from rewardcal.datasets import alpacaeval_outputs  # noqa: E402
+
 CONFIGS = {"memory-1": ("memory", 1), "redis-1": ("redis", 1), "redis-2": ("redis", 2)}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and all its descendants (live ones), from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ppid = int(fields[1])
-        cpu = (int(fields[11]) + int(fields[12])) / ticks
-        stats[int(entry.name)] = (ppid, cpu)
-        children.setdefault(ppid, []).append(int(entry.name))
-    total, stack = 0.0, [pid]
-    while stack:
-        current = stack.pop()
-        total += stats.get(current, (0, 0.0))[1]
-        stack.extend(children.get(current, []))
-    return total
-
-
-@contextmanager
-def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[int]:
-    with log.open("w") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        yield proc.pid
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def wait_ready(url: str, timeout_s: float = 120, in_a_row: int = 1) -> None:
-    """``in_a_row`` answers 200 on fresh connections: with several workers on one port,
-    each connection lands on any of them, and each loads its model on its own."""
-    deadline = time.monotonic() + timeout_s
-    streak = 0
-    while time.monotonic() < deadline:
-        try:
-            ok = httpx.get(url, timeout=2).status_code == 200
-        except httpx.TransportError:
-            ok = False
-        streak = streak + 1 if ok else 0
-        if streak >= in_a_row:
-            return
-        if not ok:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready")
-
-
-async def load(base: str, requests: int, clients: int, texts: list[str]) -> float:
+async def load(base: str, requests: int, clients: int, bodies: list[dict[str, object]]) -> float:
     """Send ``requests`` one-sample requests from ``clients`` concurrent clients; wall s."""
-    counter = iter(range(requests))
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+    async with async_client(clients, timeout_s=60) as client:
 
-        async def worker() -> None:
-            for i in counter:
-                body = {
-                    "items": [{"prompt": "Q", "response": texts[i % len(texts)]}],
-                    "calibration_group": "bench",
-                }
-                response = await client.post("/v1/rewards", json=body)
-                response.raise_for_status()
+        async def send(i: int) -> int:
+            response = await client.post(f"{base}/v1/rewards", json=bodies[i % len(bodies)])
+            response.raise_for_status()
+            return 1
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        return time.perf_counter() - started
+        run = await closed_loop(send, requests, clients, max_s=float("inf"))
+    return run.wall_s
 
 
 WRK_SCRIPT = """
@@ -158,17 +90,6 @@ def load_wrk(base: str, seconds: int, clients: int, bodies: Path, script: Path) 
     raise RuntimeError(out.stdout)
 
 
-def alpaca_texts(limit: int) -> list[str]:
-    import gzip
-    import json
-
-    path = ROOT / "service" / "data" / "alpacaeval-outputs-3models.jsonl.gz"
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return [
-            json.loads(line)["output"][:2000] for _, line in zip(range(limit), handle, strict=False)
-        ]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -180,37 +101,27 @@ def main() -> None:
     redis_binary = shutil.which("redis-server")
     if redis_binary is None:
         raise SystemExit("redis-server is not installed (scripts/install_redis.sh)")
-    texts = alpaca_texts(600)
+    bodies: list[dict[str, object]] = [
+        {"items": [{"prompt": "Q", "response": o.output[:2000]}], "calibration_group": "bench"}
+        for o in alpacaeval_outputs(600)
+    ]
     tmp = Path(tempfile.mkdtemp(prefix="rewardcal-scale-bench-"))
     use_wrk = shutil.which("wrk") is not None
-    bodies, script = tmp / "bodies.jsonl", tmp / "post.lua"
-    import json as _json
-
-    bodies.write_text(
-        "".join(
-            _json.dumps({"items": [{"prompt": "Q", "response": t}], "calibration_group": "bench"})
-            + "\n"
-            for t in texts
-        )
-    )
+    bodies_file, script = tmp / "bodies.jsonl", tmp / "post.lua"
+    bodies_file.write_text("".join(json.dumps(body) + "\n" for body in bodies))
     script.write_text(WRK_SCRIPT)
     python = sys.executable
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    subprocess.run(
-        [python, "-m", "rewardcal.cli", "build-tiny-model", "bert", str(tmp / "tok")],
-        check=True,
-        capture_output=True,
-        env=env,
-        cwd=ROOT,
-    )
+    # The remote backend needs a tokenizer only; the stand-in does the "scoring".
+    build_tiny_reward_model("bert", tmp / "tok")
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in CONFIGS}
     standin_port, redis_port = free_port(), free_port()
     with (
-        process(
+        ServerProcess(
             [python, str(ROOT / "bench" / "standin_vllm.py"), "--port", str(standin_port)],
             tmp / "standin.log",
-        ),
-        process(
+        ) as standin,
+        ServerProcess(
             [
                 redis_binary,
                 "--port",
@@ -227,7 +138,7 @@ def main() -> None:
             tmp / "redis.log",
         ),
     ):
-        wait_ready(f"http://127.0.0.1:{standin_port}/health")
+        standin.wait_ready(f"http://127.0.0.1:{standin_port}/health", 120)
         for round_ in range(args.rounds):
             for name, (store, workers) in CONFIGS.items():
                 port = free_port()
@@ -247,18 +158,18 @@ def main() -> None:
                     "--state-dir", str(tmp / f"state-{name}-{round_}"),
                     "--log-level", "warning",
                 ]  # fmt: skip
-                with process(serve, tmp / f"{name}-{round_}.log", env) as pid:
+                with ServerProcess(serve, tmp / f"{name}-{round_}.log", env=env) as server:
                     base = f"http://127.0.0.1:{port}"
-                    wait_ready(f"{base}/ready", in_a_row=10 * workers)
-                    asyncio.run(load(base, 200, args.clients, texts))  # warm-up
-                    before = tree_cpu_seconds(pid)
+                    server.wait_ready(f"{base}/ready", 120, in_a_row=10 * workers)
+                    asyncio.run(load(base, 200, args.clients, bodies))  # warm-up
+                    before = server.cpu_seconds()  # every worker: one process group
                     if use_wrk:
-                        rate = load_wrk(base, args.seconds, args.clients, bodies, script)
+                        rate = load_wrk(base, args.seconds, args.clients, bodies_file, script)
                         count = rate * args.seconds
                     else:
                         count = args.requests
-                        rate = count / asyncio.run(load(base, count, args.clients, texts))
-                    cpu = tree_cpu_seconds(pid) - before
+                        rate = count / asyncio.run(load(base, count, args.clients, bodies))
+                    cpu = server.cpu_seconds() - before
                 results[name].append((rate, 1000.0 * cpu / count))
                 print(f"round {round_ + 1} {name}: {results[name][-1][0]:.0f} items/s, "
                       f"{results[name][-1][1]:.2f} ms CPU/request", flush=True)  # fmt: skip

