@@ -3,7 +3,8 @@
 Sections, in order, where their file exists: serving (serving.md), calibration cost
 (calibration_cost.md), LOWESS kernels (the fresh run ``lowess-run.md``, else the recorded
 ``lowess.md``; the recorded run's notes are appended), the recorded exact-LOWESS-at-every-
-span and auto-span refit reports (``lowess_spans.md``, ``auto_span.md``), the default model
+span, auto-span refit and GRPO reports (``lowess_spans.md``, ``auto_span.md``,
+``grpo_calibration.md``), the default model
 (``default_model.md``, written by its own build/eval scripts; always taken from
 bench/results/). Each report keeps its own command line, load average and medians;
 headings are shifted so that each report is a section.
@@ -189,9 +190,9 @@ def main() -> None:
             ]
     else:
         lines += ["## LOWESS kernels: not run", ""]
-    # Run by hand (see each file's command): exact LOWESS at every span, and the refit
-    # cost of calibration_frac=auto.
-    for name in ("lowess_spans.md", "auto_span.md"):
+    # Run by hand (see each file's command): exact LOWESS at every span, the refit cost
+    # of calibration_frac=auto, and calibration inside a GRPO loop.
+    for name in ("lowess_spans.md", "auto_span.md", "grpo_calibration.md"):
         path = RECORDED / name
         if path.exists():
             lines.append(demote(path.read_text()))

@@ -43,6 +43,9 @@ class Problem:
     sort_order : statsmodels' ``np.argsort(x)`` of the clean x, computed on demand.
     final_plan : anchors at ``xvals`` (NaN where the regression is skipped), or None to
         return the fits at every group.
+    prior : per-observation prior weights (> 0, in the order of ``y``) that multiply the
+        tricube and robustness weights of every local fit, or None (all 1). They do not
+        change which observations count as having positive weight (statsmodels' skip rule).
     moments : the window-sum kernel its plans were made for (the compiled numba kernel,
         whose plans carry the windows only), used when ``run`` is given none; None: the
         default numpy/torch sums.
@@ -57,6 +60,7 @@ class Problem:
     sort_order: Callable[[], IntArray]
     final_plan: FitPlan | None = None
     moments: MomentsFn | None = None
+    prior: FloatArray | None = None
 
 
 class _ExactCounter:
@@ -87,7 +91,9 @@ class Leverage:
     ``per_group``: hat value of an observation at its own x per unit robustness weight
     (1 where statsmodels skips the regression: no leave-one-out value there); ``rw``: the
     robustness weights of the last pass per observation (None when ``it == 0``: all 1).
-    The hat value of observation i is ``rw[i] * per_group[inverse[i]]``.
+    The hat value of observation i is ``rw[i] * per_group[inverse[i]]``; with prior
+    weights ``rw`` is their product with the robustness weights (and the prior alone when
+    ``it == 0``).
     """
 
     per_group: np.ndarray
@@ -119,16 +125,24 @@ def run(
     counter = _ExactCounter(g)
     fallback: Any = None
     n_groups = int(g.xs.size)
+    prior = None if problem.prior is None else ops.array(problem.prior)
 
     rw: Any = None
     for p in range(problem.it + 1):
         if rw is None:
-            a_g, b_g = counts, ops.bincount(inverse, yc, n_groups)
+            if prior is None:
+                a_g, b_g = counts, ops.bincount(inverse, yc, n_groups)
+            else:
+                a_g = ops.bincount(inverse, prior, n_groups)
+                b_g = ops.bincount(inverse, prior * yc, n_groups)
             positive = (counts_prefix, counts_prefix)
             rw_host = None
         else:
-            a_g = ops.bincount(inverse, rw, n_groups)
-            b_g = ops.bincount(inverse, rw * yc, n_groups)
+            # Prior weights only scale the sums: the positive-weight counts below (and
+            # the exact counter) see the robustness weights alone.
+            weights = rw if prior is None else rw * prior
+            a_g = ops.bincount(inverse, weights, n_groups)
+            b_g = ops.bincount(inverse, weights * yc, n_groups)
             rw_host = ops.host(rw)
             low = np.flatnonzero(rw_host <= 1e-6)
             tiny = low[rw_host[low] <= 1e-12]
@@ -168,6 +182,9 @@ def run(
             if interp is not None:
                 left, share = (ops.host(a) for a in interp)
                 lev = share * lev[left + 1] + (1.0 - share) * lev[left]
+            if prior is not None:
+                combined = prior if rw is None else rw * prior
+                return out, Leverage(lev, ops.host(combined))
             return out, Leverage(lev, None if rw is None else ops.host(rw))
         rw = ops.robustness_weights(yc, fit, inverse)
     raise AssertionError("unreachable")

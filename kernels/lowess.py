@@ -89,6 +89,21 @@ def _integer(value: Any, name: str) -> int:
     return int(value)
 
 
+def _prior(weights: Any, size: int, clean: npt.NDArray[np.bool_]) -> FloatArray | None:
+    """Validated prior weights of the clean pairs (None when not given)."""
+    if weights is None:
+        return None
+    w = _vector(weights, "weights")
+    if w.size != size:
+        raise ValueError(f"weights and x differ in length: {w.size} != {size}")
+    w = w[clean]
+    if not (np.all(np.isfinite(w)) and np.all(w > 0.0)):
+        raise ValueError("weights must be finite and > 0 for every finite (x, y) pair")
+    # Only ratios matter (every local fit normalizes by its weight mass); scaling the
+    # largest to 1 keeps sums of tiny weights (long half-lives decayed) in range.
+    return w / float(w.max()) if w.size else w
+
+
 def _check_params(
     frac: Any, it: Any, delta: Any, mode: Any, backend: Any, grid_size: Any, has_xvals: bool
 ) -> None:
@@ -163,6 +178,7 @@ def _problem(
     xvals: FloatArray | None,
     direct_only: bool,
     compiled: bool = False,
+    prior: FloatArray | None = None,
 ) -> tuple[Problem, Groups]:
     """The clean problem; ``compiled``: sum windows with the numba kernel (exact mode,
     numpy backend) when numba is installed and the anchors' plan fits its memory cap."""
@@ -212,6 +228,7 @@ def _problem(
         sort_order=sort_order,
         final_plan=final_plan,
         moments=moments,
+        prior=prior,
     )
     return problem, groups
 
@@ -227,6 +244,7 @@ def lowess(
     mode: Mode = "exact",
     backend: Backend = "numpy",
     grid_size: int | None = None,
+    weights: Any = None,
 ) -> npt.NDArray[np.float64]:
     """LOWESS fit of ``y`` on ``x``; statsmodels' result in the input order.
 
@@ -254,6 +272,15 @@ def lowess(
         window-sum kernel (CUDA when available, or CPU with ``TRITON_INTERPRET=1``).
     grid_size : int >= 2, optional
         Anchors for ``mode="grid"`` (default 512).
+    weights : array_like, 1-D, optional
+        Prior weight of each observation (finite and > 0 where x and y are finite), for
+        example recency ``0.5 ** (age / half_life)``. Every local fit minimizes
+        ``sum prior_i * tricube_i * robustness_i * (y_i - a - b x_i)^2``: the prior
+        multiplies statsmodels' tricube and bisquare weights (a weighted local regression,
+        Cleveland 1979, with case weights as in R's ``loess(weights=)``). The bisquare
+        scale (6 times the median absolute residual) and the skip rule (fewer than two
+        observations with positive weight) are those of the unweighted fit; only ratios of
+        the weights matter. None: statsmodels' unweighted LOWESS.
 
     Returns
     -------
@@ -266,22 +293,24 @@ def lowess(
     xv = None if xvals is None else _vector(xvals, "xvals")
     _check_params(frac, it, delta, mode, backend, grid_size, xv is not None)
     clean = np.isfinite(x_arr) & np.isfinite(y_arr)
+    prior = _prior(weights, x_arr.size, clean)
     xc, yc = x_arr[clean], y_arr[clean]
     out = np.full(x_arr.size if xv is None else xv.size, np.nan)
     if xc.size == 0:
         return out
     ops, moments = _backend(backend, x)
     direct_only = moments is not None
+    compiled = backend == "numpy"
     if xv is None:
         problem, groups = _problem(
-            xc, yc, frac, it, delta, mode, grid_size, None, direct_only, backend == "numpy"
+            xc, yc, frac, it, delta, mode, grid_size, None, direct_only, compiled, prior
         )
         out[clean] = run(ops, problem, moments)[groups.inverse]
         return out
     good = np.flatnonzero(np.isfinite(xv))
     order = good[np.argsort(xv[good], kind="stable")]
     problem, _ = _problem(
-        xc, yc, frac, it, delta, mode, grid_size, xv[order], direct_only, backend == "numpy"
+        xc, yc, frac, it, delta, mode, grid_size, xv[order], direct_only, compiled, prior
     )
     out[order] = run(ops, problem, moments)
     return out
@@ -297,11 +326,13 @@ def lowess_curve(
     delta: float = 0.0,
     backend: Backend = "numpy",
     grid_size: int | None = None,
+    weights: Any = None,
 ) -> LowessCurve:
     """The fit of :func:`lowess` at each distinct x, as an evaluable :class:`LowessCurve`.
 
     Where statsmodels skips a regression (fewer than two positive weights) it keeps one
     observation's y for the whole tied group; the curve holds that same value.
+    ``weights``: prior observation weights, as in :func:`lowess`.
 
     Raises
     ------
@@ -315,6 +346,7 @@ def lowess_curve(
     clean = np.isfinite(x_arr) & np.isfinite(y_arr)
     if not clean.any():
         raise ValueError("no finite (x, y) pair to fit")
+    prior = _prior(weights, x_arr.size, clean)
     ops, moments = _backend(backend, x)
     problem, groups = _problem(
         x_arr[clean],
@@ -327,5 +359,6 @@ def lowess_curve(
         None,
         moments is not None,
         backend == "numpy",
+        prior,
     )
     return LowessCurve(xs=groups.xs, ys=run(ops, problem, moments))

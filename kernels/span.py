@@ -35,7 +35,7 @@ import numpy as np
 from ._lowess_groups import FloatArray
 from ._lowess_robust import Leverage, run
 from .curve import LowessCurve
-from .lowess import Mode, _backend, _check_params, _problem, _vector
+from .lowess import Mode, _backend, _check_params, _prior, _problem, _vector
 
 # What calibration_frac=auto searches: the paper's two settings (0.3, 1.0) and the range
 # between the narrow spans rollouts need and the widest.
@@ -77,6 +77,7 @@ def choose_span(
     mode: Mode = "exact",
     *,
     grid_size: int | None = None,
+    weights: Any = None,
 ) -> SpanChoice:
     """Fit LOWESS at every span in ``spans`` and keep the one cross-validation prefers.
 
@@ -92,6 +93,11 @@ def choose_span(
         As in :func:`rewardcal_kernels.lowess`; in grid mode the hat values between anchors are
         interpolated like the fits.
 
+    weights : array_like, optional
+        Prior observation weights, as in :func:`rewardcal_kernels.lowess`: they enter every
+        fit and the hat values, and weight each observation's leave-one-out score (recent
+        observations then choose the span of a recency-weighted curve).
+
     Raises
     ------
     ValueError
@@ -106,6 +112,7 @@ def choose_span(
     for frac in candidates:
         _check_params(frac, it, 0.0, mode, "numpy", grid_size, False)
     clean = np.isfinite(x_arr) & np.isfinite(y_arr)
+    prior = _prior(weights, x_arr.size, clean)
     xc, yc = x_arr[clean], y_arr[clean]
     if xc.size < 3:
         raise ValueError("at least three finite (x, y) pairs are needed to choose a span")
@@ -114,7 +121,9 @@ def choose_span(
     sq: list[FloatArray] = []
     weight = np.ones(xc.size)
     for frac in candidates:
-        problem, groups = _problem(xc, yc, frac, it, 0.0, mode, grid_size, None, False)
+        problem, groups = _problem(
+            xc, yc, frac, it, 0.0, mode, grid_size, None, False, prior=prior
+        )
         fit_g, lev = run(ops, problem, None, leverage=True)
         e2, w = _loo_terms(yc, fit_g, groups.inverse, lev)
         curves.append(LowessCurve(xs=groups.xs, ys=fit_g))

@@ -93,6 +93,50 @@ def test_features_in_sequence_fit_on_the_residual() -> None:
     np.testing.assert_allclose(calibrated, raw - first - second, atol=1e-8)
 
 
+def test_half_life_weights_recent_samples_like_weighted_lowess() -> None:
+    """The window is oldest first; the curve is LOWESS with weights 0.5 ** (age / h)."""
+    from rewardcal_kernels import lowess
+
+    features, raw = _biased_samples(1200, seed=3)
+    config = StreamConfig(frac=0.3, window=4096, min_samples=10, half_life=200)
+    curve = fit_curve(config, features, raw, 1)
+    age = np.arange(raw.size - 1, -1, -1)
+    want = lowess(features[:, 0], raw, 0.3, 3, weights=0.5 ** (age / 200))
+    _, bias = curve.apply_arrays(features, raw)
+    np.testing.assert_allclose(bias, want, atol=1e-9 * np.ptp(raw))
+    plain = fit_curve(config.model_copy(update={"half_life": None}), features, raw, 1)
+    assert not np.allclose(plain.apply_arrays(features, raw)[1], bias)
+
+
+def test_half_life_follows_a_policy_that_changed_its_bias() -> None:
+    """The first 3,000 samples pay for length, the last 1,000 do not: with a short
+    half-life the curve is flat, with equal weights it still removes the old slope."""
+    features, raw = _biased_samples(4000, seed=5)
+    raw[-1000:] = np.random.default_rng(1).normal(0, 0.5, 1000)
+    config = StreamConfig(frac=0.3, window=4096, min_samples=10)
+    recent = fit_curve(config.model_copy(update={"half_life": 250}), features, raw, 1)
+    flat = fit_curve(config, features, raw, 1)
+    c = features[-1000:]
+    slope = [
+        np.corrcoef(np.log(c[:, 0]), cv.apply_arrays(c, raw[-1000:])[1])[0, 1]
+        for cv in (recent, flat)
+    ]
+    spread = [float(np.ptp(cv.apply_arrays(c, raw[-1000:])[1])) for cv in (recent, flat)]
+    assert spread[0] < 0.5 * spread[1]
+    assert slope[1] > 0.9
+
+
+def test_half_life_needs_lowess_and_maps_from_settings() -> None:
+    from rewardcal.config import Settings
+
+    with pytest.raises(ValueError, match="half_life"):
+        StreamConfig(method="mean", half_life=100)
+    with pytest.raises(ValueError):
+        StreamConfig(half_life=0)
+    assert Settings(calibration_half_life=512).stream_defaults().half_life == 512
+    assert Settings().stream_defaults().half_life is None
+
+
 def test_rc_mean_and_penalty_methods() -> None:
     features, raw = _biased_samples(1500)
     c = features[:, 0]

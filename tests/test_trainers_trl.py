@@ -118,3 +118,8 @@ def test_grpo_trainer_trains_on_calibrated_rewards(
             # What the trainer logged (and trained on) is that calibrated reward.
             mean = statistics.fmean(r.reward for r in want)
             assert log["rewards/rewardcal/mean"] == pytest.approx(mean, abs=1e-5)
+            # The raw reward and the curve version land in log_history too, per step.
+            raw_mean = statistics.fmean(r.raw_reward for r in want)
+            assert log["rewards/rewardcal_raw/mean"] == pytest.approx(raw_mean, abs=1e-5)
+            assert log["rewards/rewardcal_raw/mean"] != pytest.approx(mean, abs=1e-5)
+            assert log["calibration/rewardcal/version"] == max(r.version or 0 for r in want)

@@ -127,8 +127,13 @@ class TRLRewardFunc:
       the server applies the chat template.
 
     Extra keyword arguments (dataset columns, ``trainer_state``, ...) are ignored, except
-    ``log_extra`` (newer TRL): when given, the raw rewards are logged through it as the
-    ``<name>_raw`` column.
+    TRL's logging hooks: ``log_extra`` (per-completion columns of the completions table)
+    gets the raw rewards as the ``<name>_raw`` column, and ``log_metric`` (scalars averaged
+    per logging step into ``trainer.state.log_history``, TRL >= 1.0) gets
+    ``rewards/<name>_raw/mean`` (what the reward model said before calibration; TRL's own
+    ``rewards/<name>/mean`` is what the policy was trained on) and
+    ``calibration/<name>/version`` (the newest curve version in the batch, 0 while
+    warming up): comparing a raw and a calibrated run needs both per step.
     """
 
     def __init__(
@@ -219,6 +224,16 @@ class TRLRewardFunc:
         log_extra = kwargs.get("log_extra")
         if callable(log_extra):
             log_extra(f"{self.__name__}_raw", [r.raw_reward for r in results])
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric) and results:
+            log_metric(
+                f"rewards/{self.__name__}_raw/mean",
+                sum(r.raw_reward for r in results) / len(results),
+            )
+            log_metric(
+                f"calibration/{self.__name__}/version",
+                float(max(r.version or 0 for r in results)),
+            )
         return [r.reward if self.use_calibrated else r.raw_reward for r in results]
 
 

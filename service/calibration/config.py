@@ -87,6 +87,14 @@ class StreamConfig(BaseModel):
         description="Rolling window per stream: longer = steadier curve, slower to follow "
         "a policy that drifts.",
     )
+    half_life: int | None = Field(
+        default=None,
+        ge=1,
+        description="LOWESS only: weight each window sample by 0.5 ** (age / half_life), age "
+        "in samples (0 = newest), so the curve follows a drifting policy instead of "
+        "averaging its whole window (exponential forgetting). RL: 512 with a 4096 window "
+        "(bench/RESULTS.md). Unset: the whole window weighs the same.",
+    )
     min_samples: int = Field(
         default=256, ge=2, description="Observations before the first curve is fitted."
     )
@@ -120,6 +128,8 @@ class StreamConfig(BaseModel):
             raise ValueError(f"features repeat: {names}")
         if self.min_samples > self.window:
             raise ValueError(f"min_samples ({self.min_samples}) exceeds the window ({self.window})")
+        if self.half_life is not None and self.method != "lowess":
+            raise ValueError(f"half_life applies to method lowess, not {self.method!r}")
         if self.method == "mean" and self.window > MAX_CURVE_POINTS:
             raise ValueError(
                 f"method mean keeps its window in the curve: window ({self.window}) must be "

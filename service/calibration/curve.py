@@ -34,6 +34,7 @@ from rewardcal.calibration.estimators import (
     MeanBias,
     PenaltyBias,
     Strict,
+    recency_weights,
 )
 from rewardcal.features import FEATURE_NAMES
 
@@ -208,7 +209,8 @@ def _estimator(
     config: StreamConfig, c: Array, r: Array, radius: float | None
 ) -> LowessBias | MeanBias | PenaltyBias:
     if config.method == "lowess":
-        return LowessBias.fit(c, r, config.frac, config.it, config.lowess_mode)
+        weights = recency_weights(c.size, config.half_life)
+        return LowessBias.fit(c, r, config.frac, config.it, config.lowess_mode, weights)
     if config.method == "mean":
         return MeanBias.fit(c, r, radius, config.mean_ratio, config.mean_min_neighbors)
     if config.method == "penalty":

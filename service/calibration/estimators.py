@@ -106,17 +106,26 @@ class LowessBias(Strict):
         self._curve = LowessCurve(self.xs, self.ys)
 
     @classmethod
-    def fit(cls, c: Array, r: Array, frac: float | str, it: int, mode: LowessMode) -> LowessBias:
+    def fit(
+        cls,
+        c: Array,
+        r: Array,
+        frac: float | str,
+        it: int,
+        mode: LowessMode,
+        weights: Array | None = None,
+    ) -> LowessBias:
+        """``weights``: prior weight per sample (recency), see :func:`recency_weights`."""
         if mode == "auto":
             mode = "exact" if c.size <= EXACT_LOWESS_MAX_SAMPLES else "grid"
         if frac == "auto":
             finite = np.isfinite(c) & np.isfinite(r)
             if int(finite.sum()) >= 3:
-                choice = choose_span(c, r, it=it, mode=mode)
+                choice = choose_span(c, r, it=it, mode=mode, weights=weights)
                 return cls(kind="lowess", xs=choice.curve.xs, ys=choice.curve.ys, frac=choice.frac)
             frac = 1.0
         span = float(frac)
-        curve = lowess_curve(c, r, frac=span, it=it, mode=mode)
+        curve = lowess_curve(c, r, frac=span, it=it, mode=mode, weights=weights)
         return cls(kind="lowess", xs=curve.xs, ys=curve.ys, frac=span)
 
     @property
@@ -132,6 +141,25 @@ class LowessBias(Strict):
             pick = np.unique(np.linspace(0, xs.size - 1, max_points).round().astype(int))
             xs, ys = xs[pick], ys[pick]
         return xs.tolist(), ys.tolist()
+
+
+# Weights below this are raised to it: a half-life far shorter than the window would
+# otherwise underflow to 0, which LOWESS refuses (such samples weigh nothing either way).
+_MIN_RECENCY_WEIGHT = 1e-200
+
+
+def recency_weights(n: int, half_life: float | None) -> Array | None:
+    """``0.5 ** (age / half_life)`` for ``n`` samples oldest first (age 0 = newest).
+
+    Exponential forgetting, the weighting of recursive least squares with a forgetting
+    factor ``lambda = 0.5 ** (1 / half_life)`` (Ljung & Soederstroem, *Theory and Practice
+    of Recursive Identification*, 1983, ch. 2; Haykin, *Adaptive Filter Theory*, ch. 10):
+    a sample ``half_life`` samples old counts half as much as the newest.
+    """
+    if half_life is None:
+        return None
+    age = np.arange(n - 1, -1, -1, dtype=np.float64)
+    return np.maximum(np.exp2(-age / float(half_life)), _MIN_RECENCY_WEIGHT)
 
 
 class MeanBias(Strict):
