@@ -220,8 +220,8 @@ def run_one(
     from trl import GRPOConfig, GRPOTrainer
 
     from rewardcal.api import create_app
-    from rewardcal_client import RewardClient, make_trl_reward_func
     from rewardcal.default_model import ensure_default_model
+    from rewardcal_client import RewardClient, make_trl_reward_func
 
     torch.set_num_threads(1)
     settings = _settings(variant, work / f"state-{variant.name}-{seed}-{os.getpid()}")

@@ -19,7 +19,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from rewardcal.default_model.pairs import load_alpacaeval_outputs
+from rewardcal.datasets import alpacaeval_outputs
 
 VOCAB = 512
 PROMPT_MAX_TOKENS = 48
@@ -35,8 +35,7 @@ def prompt_text(instruction: str) -> str:
 
 
 def _corpus() -> list[tuple[str, str]]:
-    rows = load_alpacaeval_outputs()
-    return [(str(r["instruction"]), str(r["output"])) for r in rows]
+    return [(row.instruction, row.output) for row in alpacaeval_outputs()]
 
 
 def build_tokenizer(pairs: list[tuple[str, str]]) -> Any:

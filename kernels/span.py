@@ -121,9 +121,7 @@ def choose_span(
     sq: list[FloatArray] = []
     weight = np.ones(xc.size)
     for frac in candidates:
-        problem, groups = _problem(
-            xc, yc, frac, it, 0.0, mode, grid_size, None, False, prior=prior
-        )
+        problem, groups = _problem(xc, yc, frac, it, 0.0, mode, grid_size, None, False, prior=prior)
         fit_g, lev = run(ops, problem, None, leverage=True)
         e2, w = _loo_terms(yc, fit_g, groups.inverse, lev)
         curves.append(LowessCurve(xs=groups.xs, ys=fit_g))
