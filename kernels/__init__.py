@@ -1,4 +1,4 @@
-"""Numeric kernels of rewardcal: LOWESS (RC-LWR), RC-Mean and the length penalty.
+"""Numeric kernels of rewardcal: LOWESS (RC-LWR), its span choice, and RC-Mean.
 
 Each public function validates its input once and hands clean float64 arrays to private
 implementations (``_lowess_*``) that only do arithmetic.
@@ -6,7 +6,6 @@ implementations (``_lowess_*``) that only do arithmetic.
 
 from .curve import LowessCurve
 from .lowess import lowess, lowess_curve
-from .penalty import length_penalty
 from .rc_mean import rc_mean, rc_mean_radius
 from .span import DEFAULT_SPANS, SpanChoice, choose_span
 
@@ -15,7 +14,6 @@ __all__ = [
     "SpanChoice",
     "choose_span",
     "LowessCurve",
-    "length_penalty",
     "lowess",
     "lowess_curve",
     "rc_mean",

@@ -175,26 +175,3 @@ def windows(groups: Groups, k: int, u: FloatArray) -> Windows:
         core_lo=core_lo.astype(np.int64),
         core_hi=np.maximum(core_hi, core_lo).astype(np.int64),
     )
-
-
-def delta_anchor_positions(x_sorted: FloatArray, delta: float) -> IntArray:
-    """Sorted positions statsmodels fits at for a given ``delta`` (its ``update_indices``).
-
-    After a fit at position ``i`` the following tied copies take the same value; the next
-    fit is at the last position within ``x[i] + delta`` (at least one position further).
-    Depends on x only. One Python step per anchor: with ``delta = 0.01 * range`` that is
-    about a hundred steps.
-    """
-    n = x_sorted.size
-    out = [0]
-    i = 0
-    while True:
-        last = int(np.searchsorted(x_sorted, x_sorted[i], side="right")) - 1
-        if last >= n - 1:
-            break
-        k = int(np.searchsorted(x_sorted, x_sorted[i] + delta, side="right"))
-        if k >= n:
-            k = n - 1  # statsmodels' loop ran to completion
-        i = max(k - 1, last + 1)
-        out.append(i)
-    return np.asarray(out, dtype=np.int64)

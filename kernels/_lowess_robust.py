@@ -4,9 +4,7 @@ Notes
 -----
 Each pass sums the robustness weights (and weights times y) per distinct x with a
 bincount, fits every anchor once, spreads the fits back to observations, and turns the
-residuals into bisquare weights, like statsmodels' ``it`` extra passes. With ``xvals``
-statsmodels runs ``it`` passes on the data and then one fit at ``xvals`` with the last
-weights; ``final_plan`` does the same.
+residuals into bisquare weights, like statsmodels' ``it`` extra passes.
 
 y is centred by its mean first: every sum then carries the spread of y rather than its
 level, and the mean is added back at the end.
@@ -35,19 +33,17 @@ class Problem:
     groups : tie aggregation of the clean x.
     y : clean y, in the order of ``groups.inverse``.
     it : robustness passes.
-    data_plan : anchors fitted in the data passes (their windows and summation plan).
+    data_plan : the anchors fitted in every pass (their windows and summation plan).
     data_anchor_groups : group of each data anchor, or None when every group is one
         (exact mode); otherwise the other groups are interpolated linearly.
     fallback_positions : sorted position whose y statsmodels keeps for a data anchor when
         it skips the regression (fewer than two positive weights).
     sort_order : statsmodels' ``np.argsort(x)`` of the clean x, computed on demand.
-    final_plan : anchors at ``xvals`` (NaN where the regression is skipped), or None to
-        return the fits at every group.
     prior : per-observation prior weights (> 0, in the order of ``y``) that multiply the
         tricube and robustness weights of every local fit, or None (all 1). They do not
         change which observations count as having positive weight (statsmodels' skip rule).
-    moments : the window-sum kernel its plans were made for (the compiled numba kernel,
-        whose plans carry the windows only), used when ``run`` is given none; None: the
+    moments : the window-sum kernel its plan was made for (the compiled numba kernel,
+        whose plan carries the windows only), used when ``run`` is given none; None: the
         default numpy/torch sums.
     """
 
@@ -58,7 +54,6 @@ class Problem:
     data_anchor_groups: IntArray | None
     fallback_positions: IntArray
     sort_order: Callable[[], IntArray]
-    final_plan: FitPlan | None = None
     moments: MomentsFn | None = None
     prior: FloatArray | None = None
 
@@ -103,8 +98,8 @@ class Leverage:
 def run(
     ops: ArrayOps, problem: Problem, moments: MomentsFn | None = None, leverage: bool = False
 ) -> Any:
-    """Fitted values at every group (or at ``final_plan``'s anchors), as host float64;
-    with ``leverage``, also the last pass's :class:`Leverage` (data fits only)."""
+    """Fitted values at every group, as host float64; with ``leverage``, also the last
+    pass's :class:`Leverage`."""
     g = problem.groups
     if moments is None:
         moments = problem.moments
@@ -114,10 +109,8 @@ def run(
     counts = ops.array(g.counts.astype(np.float64))
     counts_prefix = ops.cumsum0(counts)
     xs = ops.array(g.xs)
-    data_fits = LocalFits(ops, xs, problem.data_plan, moments)
-    final_fits = None
-    if problem.final_plan is not None:
-        final_fits = LocalFits(ops, xs, problem.final_plan, moments)
+    fitter = LocalFits(ops, xs, problem.data_plan, moments)
+    plan = problem.data_plan
     interp: tuple[Any, Any] | None = None
     if problem.data_anchor_groups is not None and problem.data_anchor_groups.size < g.xs.size:
         left, share = interpolation(g.xs, problem.data_anchor_groups)
@@ -153,17 +146,10 @@ def run(
                 ops.cumsum0(ops.array(c6.astype(np.float64))),
             )
 
-        fitter = final_fits if (final_fits is not None and p == problem.it) else data_fits
-        plan = fitter.dw.plan
-
-        def count_exact(anchors: IntArray, plan: FitPlan = plan, w: Any = rw_host) -> IntArray:
+        def count_exact(anchors: IntArray, w: Any = rw_host) -> IntArray:
             return counter(plan, w, anchors)
 
         fit, fail = fitter(a_g, b_g, positive, count_exact)
-        if fitter is final_fits:
-            out = ops.host(fit) + y_center
-            out[fail] = np.nan
-            return out
         if fail.any():
             if fallback is None:
                 order = problem.sort_order()

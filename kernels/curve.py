@@ -24,8 +24,8 @@ class LowessCurve:
     Calling the curve evaluates it at new x by linear interpolation between ``xs`` and
     constant extension beyond ``xs[0]`` and ``xs[-1]``: the online calibration evaluates
     the bias estimate at lengths it has not seen, and outside the fitted range a flat
-    extension cannot run away the way an extrapolated slope can. (statsmodels' ``xvals``
-    refits a local line there instead; use ``rewardcal_kernels.lowess(..., xvals=...)`` for that.)
+    extension cannot run away the way an extrapolated slope can (statsmodels' ``xvals``
+    refits a local line there instead).
 
     The arrays are read-only copies, so a published curve cannot change under a reader.
     """

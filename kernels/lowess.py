@@ -6,20 +6,18 @@ pairs, aggregates tied x values and hands clean float64 data to a private implem
 
 Notes
 -----
-``mode="exact"`` reproduces ``statsmodels.nonparametric.lowess(y, x, frac, it, delta,
-xvals, return_sorted=False, missing="drop")`` to rounding (about 1e-13 of the y range
+``mode="exact"`` reproduces ``statsmodels.nonparametric.lowess(y, x, frac, it, delta=0,
+return_sorted=False, missing="drop")`` to rounding (about 1e-13 of the y range
 measured): same neighbourhoods, tricube and bisquare weights, variance floor and
 fallbacks. The speed comes from fitting once per distinct x value (ties share one fit
 exactly, see ``_lowess_groups``) and from forming window sums in O(1) per anchor
 (``_lowess_plan``).
 
-``mode="grid"`` fits at about ``grid_size`` distinct x values and interpolates linearly
-in between; the robustness weights then come from the interpolated fit. It is what a
-rolling window of a million observations is refitted with.
-
-``delta > 0`` follows statsmodels' ``delta`` exactly in ``mode="exact"`` (same anchors,
-same interpolation). It is refused with ``xvals`` (as in statsmodels) and with
-``mode="grid"``, which is the faster way to the same end.
+``mode="grid"`` fits at about :data:`~._lowess_grid.GRID_SIZE` (512) distinct x values and
+interpolates linearly in between; the robustness weights then come from the interpolated
+fit. It is what a rolling window of a million observations is refitted with, and the
+faster way to what statsmodels' ``delta`` does (tested against ``delta = 1%`` of the
+range).
 
 References
 ----------
@@ -37,17 +35,8 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _lowess_numba
-from ._lowess_grid import DEFAULT_GRID_SIZE, grid_anchor_groups
-from ._lowess_groups import (
-    FloatArray,
-    Groups,
-    IntArray,
-    Windows,
-    delta_anchor_positions,
-    group_ties,
-    neighbours,
-    windows,
-)
+from ._lowess_grid import GRID_SIZE, grid_anchor_groups
+from ._lowess_groups import FloatArray, Groups, IntArray, group_ties, neighbours, windows
 from ._lowess_numpy import NumpyOps
 from ._lowess_ops import ArrayOps, MomentsFn
 from ._lowess_plan import EXACT, GRID, FitPlan, plan_fits
@@ -104,32 +93,15 @@ def _prior(weights: Any, size: int, clean: npt.NDArray[np.bool_]) -> FloatArray 
     return w / float(w.max()) if w.size else w
 
 
-def _check_params(
-    frac: Any, it: Any, delta: Any, mode: Any, backend: Any, grid_size: Any, has_xvals: bool
-) -> None:
+def _check_params(frac: Any, it: Any, mode: Any, backend: Any) -> None:
     if not 0.0 < _real(frac, "frac") <= 1.0:
         raise ValueError(f"frac must be in (0, 1], got {frac!r}")
     if _integer(it, "it") < 0:
         raise ValueError(f"it must be >= 0, got {it!r}")
-    delta_f = _real(delta, "delta")
-    if not (np.isfinite(delta_f) and delta_f >= 0.0):
-        raise ValueError(f"delta must be finite and >= 0, got {delta!r}")
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    if grid_size is not None:
-        if mode != "grid":
-            raise ValueError("grid_size only applies to mode='grid'")
-        if _integer(grid_size, "grid_size") < 2:
-            raise ValueError(f"grid_size must be >= 2, got {grid_size!r}")
-    if delta_f > 0 and has_xvals:
-        raise ValueError("delta > 0 cannot be combined with xvals (as in statsmodels)")
-    if delta_f > 0 and mode == "grid":
-        raise ValueError(
-            "delta > 0 is only supported with mode='exact' (statsmodels' delta); "
-            "mode='grid' already interpolates between anchors, use grid_size instead"
-        )
 
 
 def _backend(backend: str, like: Any) -> tuple[ArrayOps, MomentsFn | None]:
@@ -172,10 +144,7 @@ def _problem(
     y: FloatArray,
     frac: float,
     it: int,
-    delta: float,
     mode: str,
-    grid_size: int | None,
-    xvals: FloatArray | None,
     direct_only: bool,
     compiled: bool = False,
     prior: FloatArray | None = None,
@@ -184,49 +153,39 @@ def _problem(
     numpy backend) when numba is installed and the anchors' plan fits its memory cap."""
     groups = group_ties(x)
     k = neighbours(x.size, frac)
-    sort_order = _argsort_once(x)
     anchor_groups: IntArray | None
-    if delta > 0:
-        order = sort_order()
-        positions = delta_anchor_positions(x[order], delta)
-        anchor_groups = groups.group_of_position(positions)
-    elif mode == "grid":
-        anchor_groups = grid_anchor_groups(groups, grid_size or DEFAULT_GRID_SIZE)
+    if mode == "grid":
+        anchor_groups = grid_anchor_groups(groups, GRID_SIZE)
         positions = groups.start[anchor_groups]
+        u = groups.xs[anchor_groups]
     else:
         anchor_groups = None
         positions = groups.start
-    u = groups.xs if anchor_groups is None else groups.xs[anchor_groups]
-    tuning = GRID if mode == "grid" else EXACT
-    data_win = windows(groups, k, u)
-    final_win = None if xvals is None else windows(groups, k, xvals)
+        u = groups.xs
+    win = windows(groups, k, u)
     moments: MomentsFn | None = None
-    anchors = data_win.u.size + (0 if final_win is None else final_win.u.size)
     if (
         compiled
         and mode == "exact"
-        and anchors <= _lowess_numba.MAX_ANCHORS
+        and win.u.size <= _lowess_numba.MAX_ANCHORS
         and _lowess_numba.available()
     ):
-        # The compiled kernel plans its own direct sums and chunks (the plans below
-        # carry the windows only).
+        # The compiled kernel plans its own direct sums and chunks (the plan below
+        # carries the windows only).
         moments = _lowess_numba.numba_moments
-
-    def plan(win: Windows) -> FitPlan:
-        if moments is not None:
-            return FitPlan(win=win, direct_blocks=(), chunks=())
-        return plan_fits(win, direct_only=direct_only, tuning=tuning)
-
-    final_plan = None if final_win is None else plan(final_win)
+    if moments is not None:
+        plan = FitPlan(win=win, direct_blocks=(), chunks=())
+    else:
+        tuning = GRID if mode == "grid" else EXACT
+        plan = plan_fits(win, direct_only=direct_only, tuning=tuning)
     problem = Problem(
         groups=groups,
         y=y,
         it=int(it),
-        data_plan=plan(data_win),
+        data_plan=plan,
         data_anchor_groups=anchor_groups,
         fallback_positions=positions,
-        sort_order=sort_order,
-        final_plan=final_plan,
+        sort_order=_argsort_once(x),
         moments=moments,
         prior=prior,
     )
@@ -238,12 +197,9 @@ def lowess(
     y: Any,
     frac: float = 2.0 / 3.0,
     it: int = 3,
-    delta: float = 0.0,
-    xvals: Any = None,
     *,
     mode: Mode = "exact",
     backend: Backend = "numpy",
-    grid_size: int | None = None,
     weights: Any = None,
 ) -> npt.NDArray[np.float64]:
     """LOWESS fit of ``y`` on ``x``; statsmodels' result in the input order.
@@ -257,21 +213,12 @@ def lowess(
         Share of the observations in each local fit (``int(frac * n + 1e-10)``, >= 2).
     it : int >= 0
         Robustness passes after the first fit.
-    delta : float >= 0
-        statsmodels' interpolation distance; ``mode="exact"`` only, not with ``xvals``.
-    xvals : array_like, optional
-        Evaluate at these points instead: like statsmodels, ``it`` passes on the data and
-        then a local fit at each point with the final robustness weights (a local line,
-        also beyond the data range); NaN where fewer than two observations carry weight
-        and for non-finite ``xvals``.
     mode : {"exact", "grid"}
-        Fit at every distinct x (statsmodels' answer) or at about ``grid_size`` of them
-        with linear interpolation in between (approximate, for very large windows).
+        Fit at every distinct x (statsmodels' answer with ``delta=0``) or at about 512 of
+        them with linear interpolation in between (approximate, for very large windows).
     backend : {"numpy", "torch", "triton"}
         numpy; torch float64 (on the device of tensor inputs, else CPU); or the Triton
         window-sum kernel (CUDA when available, or CPU with ``TRITON_INTERPRET=1``).
-    grid_size : int >= 2, optional
-        Anchors for ``mode="grid"`` (default 512).
     weights : array_like, 1-D, optional
         Prior weight of each observation (finite and > 0 where x and y are finite), for
         example recency ``0.5 ** (age / half_life)``. Every local fit minimizes
@@ -285,34 +232,22 @@ def lowess(
     Returns
     -------
     numpy.ndarray of float64
-        Fitted value per observation (or per ``xvals`` entry).
+        Fitted value per observation.
     """
     x_arr, y_arr = _vector(x, "x"), _vector(y, "y")
     if x_arr.size != y_arr.size:
         raise ValueError(f"x and y differ in length: {x_arr.size} != {y_arr.size}")
-    xv = None if xvals is None else _vector(xvals, "xvals")
-    _check_params(frac, it, delta, mode, backend, grid_size, xv is not None)
+    _check_params(frac, it, mode, backend)
     clean = np.isfinite(x_arr) & np.isfinite(y_arr)
     prior = _prior(weights, x_arr.size, clean)
-    xc, yc = x_arr[clean], y_arr[clean]
-    out = np.full(x_arr.size if xv is None else xv.size, np.nan)
-    if xc.size == 0:
+    out = np.full(x_arr.size, np.nan)
+    if not clean.any():
         return out
     ops, moments = _backend(backend, x)
-    direct_only = moments is not None
-    compiled = backend == "numpy"
-    if xv is None:
-        problem, groups = _problem(
-            xc, yc, frac, it, delta, mode, grid_size, None, direct_only, compiled, prior
-        )
-        out[clean] = run(ops, problem, moments)[groups.inverse]
-        return out
-    good = np.flatnonzero(np.isfinite(xv))
-    order = good[np.argsort(xv[good], kind="stable")]
-    problem, _ = _problem(
-        xc, yc, frac, it, delta, mode, grid_size, xv[order], direct_only, compiled, prior
+    problem, groups = _problem(
+        x_arr[clean], y_arr[clean], frac, it, mode, moments is not None, backend == "numpy", prior
     )
-    out[order] = run(ops, problem, moments)
+    out[clean] = run(ops, problem, moments)[groups.inverse]
     return out
 
 
@@ -323,9 +258,7 @@ def lowess_curve(
     it: int = 3,
     mode: Mode = "exact",
     *,
-    delta: float = 0.0,
     backend: Backend = "numpy",
-    grid_size: int | None = None,
     weights: Any = None,
 ) -> LowessCurve:
     """The fit of :func:`lowess` at each distinct x, as an evaluable :class:`LowessCurve`.
@@ -342,23 +275,13 @@ def lowess_curve(
     x_arr, y_arr = _vector(x, "x"), _vector(y, "y")
     if x_arr.size != y_arr.size:
         raise ValueError(f"x and y differ in length: {x_arr.size} != {y_arr.size}")
-    _check_params(frac, it, delta, mode, backend, grid_size, False)
+    _check_params(frac, it, mode, backend)
     clean = np.isfinite(x_arr) & np.isfinite(y_arr)
     if not clean.any():
         raise ValueError("no finite (x, y) pair to fit")
     prior = _prior(weights, x_arr.size, clean)
     ops, moments = _backend(backend, x)
     problem, groups = _problem(
-        x_arr[clean],
-        y_arr[clean],
-        frac,
-        it,
-        delta,
-        mode,
-        grid_size,
-        None,
-        moments is not None,
-        backend == "numpy",
-        prior,
+        x_arr[clean], y_arr[clean], frac, it, mode, moments is not None, backend == "numpy", prior
     )
     return LowessCurve(xs=groups.xs, ys=run(ops, problem, moments))

@@ -76,7 +76,6 @@ def choose_span(
     it: int = 3,
     mode: Mode = "exact",
     *,
-    grid_size: int | None = None,
     weights: Any = None,
 ) -> SpanChoice:
     """Fit LOWESS at every span in ``spans`` and keep the one cross-validation prefers.
@@ -92,7 +91,6 @@ def choose_span(
     mode : {"exact", "grid"}
         As in :func:`rewardcal_kernels.lowess`; in grid mode the hat values between anchors are
         interpolated like the fits.
-
     weights : array_like, optional
         Prior observation weights, as in :func:`rewardcal_kernels.lowess`: they enter every
         fit and the hat values, and weight each observation's leave-one-out score (recent
@@ -110,7 +108,7 @@ def choose_span(
     if not candidates:
         raise ValueError("spans must not be empty")
     for frac in candidates:
-        _check_params(frac, it, 0.0, mode, "numpy", grid_size, False)
+        _check_params(frac, it, mode, "numpy")
     clean = np.isfinite(x_arr) & np.isfinite(y_arr)
     prior = _prior(weights, x_arr.size, clean)
     xc, yc = x_arr[clean], y_arr[clean]
@@ -121,7 +119,9 @@ def choose_span(
     sq: list[FloatArray] = []
     weight = np.ones(xc.size)
     for frac in candidates:
-        problem, groups = _problem(xc, yc, frac, it, 0.0, mode, grid_size, None, False, prior=prior)
+        # compiled: the same window sums (and so the same fit) as lowess_curve at that
+        # span; the hat values come from them (LocalFits.leverage) whichever kernel sums.
+        problem, groups = _problem(xc, yc, frac, it, mode, False, compiled=True, prior=prior)
         fit_g, lev = run(ops, problem, None, leverage=True)
         e2, w = _loo_terms(yc, fit_g, groups.inverse, lev)
         curves.append(LowessCurve(xs=groups.xs, ys=fit_g))

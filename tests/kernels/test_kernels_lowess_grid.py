@@ -1,4 +1,4 @@
-"""lowess(mode="grid"): fits at ~grid_size distinct x values, linear in between."""
+"""lowess(mode="grid"): fits at about GRID_SIZE distinct x values, linear in between."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from kernel_data import assert_close, make_data, sm_lowess
 
 from rewardcal_kernels import lowess, lowess_curve
-from rewardcal_kernels._lowess_grid import grid_anchor_groups
+from rewardcal_kernels._lowess_grid import GRID_SIZE, grid_anchor_groups
 from rewardcal_kernels._lowess_groups import group_ties
 
 
@@ -23,30 +23,20 @@ def test_grid_beats_statsmodels_delta_on_lengths(frac: float) -> None:
     assert grid_dev <= 1e-3 * np.ptp(y)
 
 
-def test_grid_deviation_shrinks_with_grid_size() -> None:
-    x, y = make_data("continuous", 5000, seed=22)
-    exact = lowess(x, y, 0.2, 3)
-    devs = [
-        np.max(np.abs(lowess(x, y, 0.2, 3, mode="grid", grid_size=g) - exact))
-        for g in (16, 64, 256)
-    ]
-    assert devs[0] > devs[1] > devs[2]
-
-
 def test_grid_is_exact_when_every_value_is_an_anchor() -> None:
-    x, y = make_data("lengths", 3000, seed=23)
-    n_values = np.unique(x).size
-    got = lowess(x, y, 0.3, 3, mode="grid", grid_size=n_values)
+    x, y = make_data("lengths", 600, seed=23)
+    assert np.unique(x).size <= GRID_SIZE
+    got = lowess(x, y, 0.3, 3, mode="grid")
     assert_close(got, sm_lowess(x, y, 0.3, 3), y)
 
 
 def test_grid_anchors_hold_exact_fits_without_robust_passes() -> None:
     """With it=0 the fit at an anchor value is the exact LOWESS fit there."""
-    x, y = make_data("lengths", 4000, seed=24)
+    x, y = make_data("lengths", 4000, seed=24)  # 1,534 distinct x
     groups = group_ties(x)
-    anchors = groups.xs[grid_anchor_groups(groups, 64)]
+    anchors = groups.xs[grid_anchor_groups(groups, GRID_SIZE)]
     at_anchor = np.isin(x, anchors)
-    got = lowess(x, y, 0.3, 0, mode="grid", grid_size=64)
+    got = lowess(x, y, 0.3, 0, mode="grid")
     ref = sm_lowess(x, y, 0.3, 0)
     assert_close(got[at_anchor], ref[at_anchor], y)
     assert not np.allclose(got[~at_anchor], ref[~at_anchor], rtol=0, atol=1e-12)
@@ -70,14 +60,7 @@ def test_grid_anchors_cover_ends_ranks_and_range() -> None:
 
 
 def test_grid_curve_interpolates_between_anchors() -> None:
-    x, y = make_data("lengths", 6000, seed=26)
-    curve = lowess_curve(x, y, 0.3, 3, mode="grid", grid_size=128)
+    x, y = make_data("lengths", 6000, seed=26)  # 1,768 distinct x
+    curve = lowess_curve(x, y, 0.3, 3, mode="grid")
     np.testing.assert_array_equal(curve.xs, np.unique(x))
-    assert_close(curve(x), lowess(x, y, 0.3, 3, mode="grid", grid_size=128), y, rel=1e-12)
-
-
-def test_grid_with_xvals_fits_locally() -> None:
-    x, y = make_data("lengths", 3000, seed=27)
-    xvals = np.array([10.0, 500.0, 700.5, 5000.0, 40_000.0])
-    got = lowess(x, y, 0.3, 0, mode="grid", xvals=xvals)
-    assert_close(got, sm_lowess(x, y, 0.3, 0, xvals=xvals), y)
+    assert_close(curve(x), lowess(x, y, 0.3, 3, mode="grid"), y, rel=1e-12)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from kernel_data import make_data
 
-from rewardcal_kernels import length_penalty, rc_mean, rc_mean_radius
+from rewardcal_kernels import rc_mean, rc_mean_radius
 
 
 def rc_mean_reference(
@@ -101,14 +101,3 @@ def test_rc_mean_radius_validation(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         rc_mean_radius(chosen, rejected, ratio)
-
-
-def test_length_penalty() -> None:
-    y = np.array([1.0, 2.0, np.nan])
-    x = np.array([1000.0, 0.0, 5.0])
-    np.testing.assert_array_equal(length_penalty(y, x), [0.0, 2.0, np.nan])
-    np.testing.assert_allclose(length_penalty([3.0], [10.0], coef=0.5), [-2.0])
-    with pytest.raises(ValueError, match="shape"):
-        length_penalty([1.0, 2.0], [1.0])
-    with pytest.raises(ValueError, match="coef"):
-        length_penalty([1.0], [1.0], coef=np.inf)

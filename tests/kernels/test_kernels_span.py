@@ -6,18 +6,22 @@ import numpy as np
 import pytest
 from kernel_data import make_data
 
-from rewardcal_kernels import DEFAULT_SPANS, choose_span, lowess
+import rewardcal_kernels._lowess_numba as lowess_numba
+from rewardcal_kernels import DEFAULT_SPANS, choose_span, lowess, lowess_curve
 from rewardcal_kernels._lowess_numpy import NumpyOps
 from rewardcal_kernels._lowess_robust import run
 from rewardcal_kernels.lowess import _problem
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("kind", ["lengths", "continuous"])
 @pytest.mark.parametrize("frac", [0.2, 1.0])
-def test_hat_values_are_the_smoother_diagonal(kind: str, frac: float) -> None:
-    """Without robustness passes LOWESS is linear in y: H_ii = d fit_i / d y_i."""
+def test_hat_values_are_the_smoother_diagonal(kind: str, frac: float, compiled: bool) -> None:
+    """Without robustness passes LOWESS is linear in y: H_ii = d fit_i / d y_i, whichever
+    kernel (numba or numpy) forms the window sums the hat values come from."""
     x, y = make_data(kind, 400, seed=5)
-    problem, groups = _problem(x, y, frac, 0, 0.0, "exact", None, None, False)
+    problem, groups = _problem(x, y, frac, 0, "exact", False, compiled)
+    assert (problem.moments is lowess_numba.numba_moments) == compiled
     _, lev = run(NumpyOps(), problem, None, leverage=True)
     assert lev.rw is None
     base = lowess(x, y, frac, 0)
@@ -60,8 +64,23 @@ def test_chosen_span_follows_the_shape_of_the_bias(bias: str, low: float, high: 
     assert low <= choice.frac <= high, (choice.frac, choice.scores)
     assert choice.spans == tuple(sorted(DEFAULT_SPANS))
     # The returned curve is the fit at the chosen span (statsmodels' answer, see the
-    # exact tests), not a refit of something else.
-    np.testing.assert_allclose(choice.curve(x), lowess(x, y, choice.frac, 3), atol=1e-12)
+    # exact tests): the very curve a fixed-span refit at that span publishes.
+    fixed = lowess_curve(x, y, choice.frac, 3)
+    np.testing.assert_array_equal(choice.curve.xs, fixed.xs)
+    np.testing.assert_array_equal(choice.curve.ys, fixed.ys)
+
+
+def test_compiled_and_numpy_sums_score_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """choose_span sums windows with the numba kernel when it can (as lowess does); the
+    numpy path it falls back to gives the same scores to rounding and the same choice."""
+    x, y = _window("saturating", n=4000, seed=7)
+    compiled = choose_span(x, y)
+    monkeypatch.setattr(lowess_numba, "available", lambda: False)
+    numpy_path = choose_span(x, y)
+    assert compiled.frac == numpy_path.frac
+    np.testing.assert_allclose(compiled.scores, numpy_path.scores, rtol=1e-9)
+    np.testing.assert_allclose(compiled.standard_error, numpy_path.standard_error, rtol=1e-6)
+    np.testing.assert_allclose(compiled.curve.ys, numpy_path.curve.ys, rtol=0, atol=1e-11)
 
 
 def test_one_standard_error_rule_prefers_the_smoother_of_equal_spans() -> None:
