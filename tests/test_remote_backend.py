@@ -357,7 +357,7 @@ async def test_real_server_scores_equal_transformers(
     assert backend.model == MODEL_NAME
     assert backend.limits.max_input_tokens == 512
     assert await backend.health() is True
-    ids = _token_ids(backend.tokenizer)
+    ids = _token_ids(backend.artifacts.tokenizer)
     scores = await backend.score(ids)
     expected = llama_reference.forward(ids)
     assert scores == pytest.approx(expected, abs=1e-4)
@@ -431,7 +431,7 @@ def test_routes_through_a_real_server_return_transformers_raw_rewards(
 
 def _check_routes(client: TestClient, llama_reference: TransformersBackend) -> None:
     assert client.get("/ready").json()["backend"] == "remote"
-    tokenizer = llama_reference.tokenizer
+    tokenizer = llama_reference.artifacts.tokenizer
     items = [{"prompt": "Question?", "response": t} for t in TEXTS]
     texts = [
         formatting.render_messages(tokenizer, formatting.pair_messages(i["prompt"], i["response"]))
