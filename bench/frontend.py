@@ -74,7 +74,12 @@ def api_server_pid(group_leader: int) -> int:
 def body_for(route: str, samples: list[dict[str, str]]) -> bytes:
     if route == "/classify":
         texts = [s["query"] for s in samples]
-        payload: dict[str, Any] = {"model": SERVED_NAME, "input": texts[0] if len(texts) == 1 else texts}
+        # vLLM refuses (400) inputs beyond max_model_len unless asked to truncate.
+        payload: dict[str, Any] = {
+            "model": SERVED_NAME,
+            "input": texts[0] if len(texts) == 1 else texts,
+            "truncate_prompt_tokens": MAX_TOKENS,
+        }
     elif route == "/v1/rewards":
         payload = {"items": [{"prompt": s["prompt"], "response": s["response"]} for s in samples]}
     elif route == "/get_reward":
@@ -268,12 +273,22 @@ def main() -> int:
         specs["vllm"] = serving.ServerSpec(
             "vllm",
             "vLLM OpenAI server (API-server process)",
-            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
+            # Started from the state folder, not the repository: ``python -m`` puts the
+            # working directory on sys.path, where kernels/ would shadow Hugging Face's
+            # ``kernels`` package that vLLM's CPU platform imports.
+            ["sh", "-c", 'cd "$0" && exec "$@"', str(state)]
+            + [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
             + ["--runner", "pooling", "--served-model-name", SERVED_NAME]
             + ["--host", "127.0.0.1", "--enforce-eager", "--dtype", "float32"]
             + ["--kv-cache-memory-bytes", str(KV_CACHE_BYTES), "--max-model-len", str(MAX_TOKENS)]
             + ["--disable-log-stats", "--disable-uvicorn-access-log"],
-            dict(env, VLLM_HOST_IP="127.0.0.1", VLLM_CACHE_ROOT=str(state / "vllm-cache")),
+            {
+                k: v
+                for k, v in dict(
+                    env, VLLM_HOST_IP="127.0.0.1", VLLM_CACHE_ROOT=str(state / "vllm-cache")
+                ).items()
+                if k != "PYTHONPATH"
+            },
             "/health",
             "classify",
             False,

@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 64
 """Pooled connections to the server: concurrent /classify calls beyond it wait for one."""
-MAX_CONCURRENT_CALLS = 8
-"""Upstream /classify calls in flight at once; inputs arriving meanwhile share the next one."""
+MAX_CONCURRENT_CALLS = 4
+"""Upstream /classify calls in flight at once; inputs arriving meanwhile share the next one
+(the server batches every call's inputs with the others anyway)."""
 MAX_INPUTS_PER_CALL = 512
 """Most inputs one upstream call carries (one request's inputs always go together)."""
 HEALTH_TIMEOUT_S = 5.0

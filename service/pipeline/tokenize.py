@@ -80,8 +80,11 @@ class _Pending:
     ids: list[int] | None = None
     length: int = 0
     response: str = ""
+    response_at: int = -1  # where the response starts in ``text`` (-1: not known)
+    encoding: Any = None  # the fast tokenizer's Encoding of the whole text (its char spans)
     response_tokens: int = 0
     located: bool | None = None
+    error: ServiceError | None = None  # this input's own failure (its request fails alone)
 
 
 class TokenizeStage:
@@ -194,6 +197,7 @@ class TokenizeStage:
                 response = item.response
                 if response is None:
                     response = formatting.last_assistant_turn(item.messages)
+                pending.response_at = pending.text.rfind(response) if response else -1
             else:
                 assert item.text is not None
                 pending.text = item.text
@@ -201,8 +205,12 @@ class TokenizeStage:
                 if response is None:  # templated text: the template says where it is
                     found = self._locator.locate(item.text)
                     response, pending.located = found.response, found.located
+                    pending.response_at = item.text.rfind(response) if response else -1
                 else:  # cut from templated text: drop the end-of-turn that follows it
+                    at = len(item.text) - len(response)
                     response = self._locator.strip_end(response)
+                    if item.text.startswith(response, at):
+                        pending.response_at = at
             pending.response = response
             yield pending
 
@@ -222,16 +230,19 @@ class TokenizeStage:
             parts.append(part)
             specials.append(add)
         encoded = self._encoder.encode(parts, specials)
-        for item, part, ids, add in zip(items, parts, encoded, specials, strict=True):
+        for item, part, (ids, encoding), add in zip(items, parts, encoded, specials, strict=True):
             assert item.text is not None
+            if part is item.text:
+                item.encoding = encoding
             if part is not item.text and len(ids) <= item.job.limit:
                 # The cut held too few tokens (very long tokens): the careful path.
                 try:
                     one = formatting.encode_one(self._tokenizer, item.text, item.job.limit, side)
                 except ValueError as exc:
-                    raise ServiceError(
+                    item.error = ServiceError(
                         ErrorType.INVALID_REQUEST, f"input {item.index}: {exc}"
-                    ) from None
+                    )
+                    continue
                 item.ids, item.length = one.ids, one.length
                 continue
             item.length = len(ids)
@@ -239,29 +250,46 @@ class TokenizeStage:
             try:
                 item.ids = formatting.truncate_ids(ids, item.job.limit, side, kept)
             except ValueError as exc:  # a limit below the special tokens
-                raise ServiceError(ErrorType.INVALID_REQUEST, f"input {item.index}: {exc}") from None
+                item.error = ServiceError(ErrorType.INVALID_REQUEST, f"input {item.index}: {exc}")
 
     def _own_bos(self) -> SpecialTokens:
         bos_id = getattr(self._tokenizer, "bos_token_id", None)
         return SpecialTokens((int(bos_id),), ()) if bos_id is not None else SpecialTokens((), ())
 
     def _count_tokens(self, items: list[_Pending]) -> None:
-        if not items:
+        """The ``tokens`` feature: the response's tokens where the model saw them (in the
+        encoded text, by offsets: no second encode), else by encoding the response."""
+        rest = []
+        for item in items:
+            # The encoding is the whole text's (before truncation).
+            if item.encoding is not None and item.response_at >= 0:
+                item.response_tokens = _tokens_between(
+                    item.encoding, item.response_at, item.response_at + len(item.response)
+                )
+            else:
+                rest.append(item)
+        if not rest:
             return
         heads = []
-        for item in items:
+        for item in rest:
             bound = char_bound(item.job.limit)
-            heads.append(item.response if len(item.response) <= bound
-                         else formatting.cut_text(item.response, bound, "right"))
-        counts = [len(ids) for ids in self._encoder.encode(heads, [False] * len(heads))]
-        for item, head, count in zip(items, heads, counts, strict=True):
+            heads.append(
+                item.response
+                if len(item.response) <= bound
+                else formatting.cut_text(item.response, bound, "right")
+            )
+        counts = [len(ids) for ids, _ in self._encoder.encode(heads, [False] * len(heads))]
+        for item, head, count in zip(rest, heads, counts, strict=True):
             # Beyond the bound, estimated from the part counted (the tokens of a huge response).
             item.response_tokens = (
-                count if head is item.response
+                count
+                if head is item.response
                 else round(count * len(item.response) / max(1, len(head)))
             )
 
     def _finish(self, item: _Pending, out: Prepared) -> None:
+        if item.error is not None:
+            raise item.error
         limit = item.job.limit
         if item.length > limit and self._truncation == "error":
             raise ServiceError(
@@ -316,22 +344,43 @@ class _Encoder:
             self._fast.no_truncation()
             self._fast.no_padding()
 
-    def encode(self, texts: list[str], add_special: list[bool]) -> list[list[int]]:
-        out: list[list[int]] = [[] for _ in texts]
+    def encode(self, texts: list[str], add_special: list[bool]) -> list[tuple[list[int], Any]]:
+        """Per text its ids and, from a fast tokenizer, its ``Encoding`` (else None)."""
+        out: list[tuple[list[int], Any]] = [([], None)] * len(texts)
         for flag in (True, False):
             picked = [i for i, add in enumerate(add_special) if add is flag]
             if not picked:
                 continue
             batch = [texts[i] for i in picked]
             if self._fast is not None:
-                ids = [e.ids for e in self._fast.encode_batch(batch, add_special_tokens=flag)]
+                for i, e in zip(
+                    picked, self._fast.encode_batch(batch, add_special_tokens=flag), strict=True
+                ):
+                    out[i] = (e.ids, e)
             else:
                 ids = self._tokenizer(
                     batch, add_special_tokens=flag, truncation=False, verbose=False
                 )["input_ids"]
-            for i, row in zip(picked, ids, strict=True):
-                out[i] = list(row)
+                for i, row in zip(picked, ids, strict=True):
+                    out[i] = (list(row), None)
         return out
+
+
+def _tokens_between(encoding: Any, start: int, end: int) -> int:
+    """Tokens of ``encoding`` covering characters [start, end) (a few lookups, no list)."""
+    first = last = None
+    for pos in range(start, end):
+        first = encoding.char_to_token(pos)
+        if first is not None:
+            break
+    if first is None:
+        return 0
+    for pos in range(end - 1, start - 1, -1):
+        last = encoding.char_to_token(pos)
+        if last is not None:
+            break
+    assert last is not None
+    return int(last) - int(first) + 1
 
 
 def _settle(future: asyncio.Future[Prepared], result: Prepared | BaseException) -> None:

@@ -8,13 +8,13 @@ through a sigmoid unless the request sends ``use_activation: false`` (or the leg
 from __future__ import annotations
 
 import time
-import uuid
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from rewardcal.api.cancellation import with_cancellation
 from rewardcal.api.deps import GroupHeader, ReadyRuntime
+from rewardcal.api.middleware import new_request_id
 from rewardcal.api.routes.common import (
     SCORING_ERRORS,
     calibration_info,
@@ -118,7 +118,7 @@ async def classify(
     apply = body.apply_activation
     return json_response(
         ClassifyResponse(
-            id=f"classify-{uuid.uuid4().hex}",
+            id=f"classify-{new_request_id()}",
             created=int(time.time()),
             model=model,
             data=[
@@ -154,7 +154,7 @@ async def pooling(
     apply = body.apply_activation
     return json_response(
         PoolingResponse(
-            id=f"pool-{uuid.uuid4().hex}",
+            id=f"pool-{new_request_id()}",
             created=int(time.time()),
             model=model,
             data=[
