@@ -52,14 +52,14 @@ def load_model_artifacts(
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - any loader failure becomes one line
         raise BackendStartError(
-            f"cannot load the tokenizer from {path}: {type(exc).__name__}: {exc}"
+            f"cannot load reward model from {path}: its tokenizer: {type(exc).__name__}: {exc}"
         ) from exc
     try:
         config: Any = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001
         if config_required:
             raise BackendStartError(
-                f"cannot load the model config from {path}: {type(exc).__name__}: {exc}"
+                f"cannot load reward model from {path}: its config: {type(exc).__name__}: {exc}"
             ) from exc
         config = None  # a tokenizer-only directory is enough for the remote backend
     return ModelArtifacts(
