@@ -83,7 +83,10 @@ def body_for(route: str, samples: list[dict[str, str]]) -> bytes:
     elif route == "/v1/rewards":
         payload = {"items": [{"prompt": s["prompt"], "response": s["response"]} for s in samples]}
     elif route == "/get_reward":
-        payload = {"query": [s["query"] for s in samples], "prompts": [s["templated_prompt"] for s in samples]}
+        payload = {
+            "query": [s["query"] for s in samples],
+            "prompts": [s["templated_prompt"] for s in samples],
+        }
     else:
         raise ValueError(route)
     return json.dumps(payload).encode()
@@ -303,7 +306,7 @@ def main() -> int:
         for key in [k for k in specs if k != "standin"]:
             procs[key] = serving.ServerProcess(specs[key], serving.free_port(), state)
             procs[key].start()
-        for key, proc in procs.items():
+        for proc in procs.values():
             proc.wait_ready()
             log(f"{proc.spec.label} ready in {proc.started_in_s:.0f} s")
         runs = [("rewardcal", p) for p in one]
@@ -311,8 +314,13 @@ def main() -> int:
             runs += [("vllm", p) for p in one if p.key == "classify-1"]
         prepared = {p.key: bodies(p) for p in one}
         for server, pattern in runs:  # warm-up: connection pools, first-use caches
-            warm = Pattern(pattern.key, pattern.route, pattern.items, pattern.clients,
-                           max(pattern.clients, pattern.requests // 8))
+            warm = Pattern(
+                pattern.key,
+                pattern.route,
+                pattern.items,
+                pattern.clients,
+                max(pattern.clients, pattern.requests // 8),
+            )
             run_load(procs[server].pgid, procs[server].port, warm, prepared[pattern.key])
         for round_no in range(args.rounds):
             order = runs if round_no % 2 == 0 else runs[::-1]
@@ -321,16 +329,24 @@ def main() -> int:
                 out = run_load(api_server_pid(proc.pgid), proc.port, pattern, prepared[pattern.key])
                 bad = {s: n for s, n in out["statuses"].items() if s != "200"}
                 if bad:
-                    raise RuntimeError(f"{server} {pattern.key}: non-200 answers {bad}: "
-                                       f"{proc.log_tail()}")
+                    raise RuntimeError(
+                        f"{server} {pattern.key}: non-200 answers {bad}: {proc.log_tail()}"
+                    )
                 items = pattern.requests * pattern.items
-                row = dict(out, server=server, pattern=pattern.key, items=items,
-                           ms_per_request=1e3 * out["cpu_s"] / pattern.requests,
-                           ms_per_item=1e3 * out["cpu_s"] / items)
+                row = dict(
+                    out,
+                    server=server,
+                    pattern=pattern.key,
+                    items=items,
+                    ms_per_request=1e3 * out["cpu_s"] / pattern.requests,
+                    ms_per_item=1e3 * out["cpu_s"] / items,
+                )
                 results.setdefault(f"{server} {pattern.key}", []).append(row)
-                log(f"round {round_no + 1} {server:9s} {pattern.key:15s} "
+                log(
+                    f"round {round_no + 1} {server:9s} {pattern.key:15s} "
                     f"{row['ms_per_request']:.3f} ms CPU/request, {row['ms_per_item']:.3f} "
-                    f"ms/item, {pattern.requests / out['wall_s']:.0f} req/s")
+                    f"ms/item, {pattern.requests / out['wall_s']:.0f} req/s"
+                )
     finally:
         for proc in procs.values():
             proc.stop()
@@ -339,8 +355,10 @@ def main() -> int:
         key: {
             "ms_per_request": statistics.median(r["ms_per_request"] for r in rows),
             "ms_per_item": statistics.median(r["ms_per_item"] for r in rows),
-            "min_max_ms_per_request": [min(r["ms_per_request"] for r in rows),
-                                       max(r["ms_per_request"] for r in rows)],
+            "min_max_ms_per_request": [
+                min(r["ms_per_request"] for r in rows),
+                max(r["ms_per_request"] for r in rows),
+            ],
             "rounds": len(rows),
         }
         for key, rows in results.items()
@@ -351,7 +369,9 @@ def main() -> int:
         lo, hi = s["min_max_ms_per_request"]
         print(f"| {key} | {s['ms_per_request']:.3f} ({lo:.3f}-{hi:.3f}) | {s['ms_per_item']:.3f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"argv": sys.argv, "summary": summary, "runs": results}, indent=1))
+    args.out.write_text(
+        json.dumps({"argv": sys.argv, "summary": summary, "runs": results}, indent=1)
+    )
     return 0
 
 

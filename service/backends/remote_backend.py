@@ -213,7 +213,9 @@ class RemoteBackend(RewardBackend):
         while self._waiting and self._in_flight < MAX_CONCURRENT_CALLS:
             group: list[_Waiting] = []
             count = 0
-            while self._waiting and (not group or count + len(self._waiting[0].batch) <= MAX_INPUTS_PER_CALL):
+            while self._waiting and (
+                not group or count + len(self._waiting[0].batch) <= MAX_INPUTS_PER_CALL
+            ):
                 waiting = self._waiting.popleft()
                 if not waiting.future.done():  # its request went away before the call
                     group.append(waiting)
@@ -267,8 +269,7 @@ class RemoteBackend(RewardBackend):
             ) from None
         if response.status_code != 200:
             raise _Refused(
-                f"remote vLLM server at {self._base_url} refused the request: "
-                f"{_describe(response)}"
+                f"remote vLLM server at {self._base_url} refused the request: {_describe(response)}"
             )
         try:
             data = sorted(orjson.loads(response.content)["data"], key=lambda d: int(d["index"]))

@@ -36,8 +36,8 @@ from typing import Any
 from rewardcal import formatting
 from rewardcal.backends.base import BackendLimits, BackendStartError, RewardBackend
 from rewardcal.errors import ErrorType, ServiceError
-from rewardcal.pipeline.artifacts import ModelArtifacts, load_model_artifacts
 from rewardcal.log_context import request_id_var
+from rewardcal.pipeline.artifacts import ModelArtifacts, load_model_artifacts
 
 logger = logging.getLogger(__name__)
 
