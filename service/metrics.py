@@ -43,8 +43,10 @@ class ServingMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self._request_children = {}
-        self._items_children = {}
+        # Labelled children looked up once: route and status sets are small and closed
+        # (unmatched paths share one label); the served model is one per process.
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._items_children: dict[str, Any] = {}
         self.requests_total = Counter(
             f"{PREFIX}_requests_total",
             "HTTP requests by route and status",
@@ -115,11 +117,6 @@ class ServingMetrics:
             multiprocess_mode="livemin",
             registry=registry,
         )
-
-    # Route and status sets are small and closed (unmatched paths share one label); the
-    # served model is one per process.
-    _request_children: dict[tuple[str, int], tuple[Any, Any]]
-    _items_children: dict[str, Any]
 
     def queue_depth(self, depth: int) -> None:
         self.queue_depth_gauge.set(depth)
