@@ -198,7 +198,7 @@ def model_latency(model_path: Path, threads: int, n: int) -> dict[str, float]:
     torch.set_num_threads(threads)
     backend = TransformersBackend(model_path, max_input_tokens=512)
     backend.load()
-    tokenizer = backend.tokenizer
+    tokenizer = backend.artifacts.tokenizer
     items = shuffled_items(0)
     texts = [
         formatting.render_messages(

@@ -163,23 +163,35 @@ class Settings(BaseSettings):
     max_batch_tokens: int | None = Field(
         default=None,
         gt=0,
-        description="Token budget of one forward pass, counted as batch size x longest "
-        "input (padded tokens). Unset: 2048 for the transformers backend on CPU (where "
-        "bigger batches cost more per input: bench/RESULTS.md), 16384 otherwise. Higher = "
-        "fuller batches and more memory per batch.",
+        description="transformers backend only (vllm and remote batch themselves): token "
+        "budget of one forward pass, counted as batch size x longest input (padded tokens). "
+        "Unset: 2048 on CPU (where bigger batches cost more per input: bench/RESULTS.md), "
+        "16384 on GPU. Higher = fuller batches and more memory per batch.",
     )
-    max_batch_size: int = Field(default=32, gt=0, description="Most inputs in one forward pass.")
+    max_batch_size: int = Field(
+        default=32,
+        gt=0,
+        description="transformers backend only: most inputs in one forward pass.",
+    )
     max_wait_ms: float = Field(
         default=5.0,
         ge=0,
-        description="How long a non-full batch waits for more inputs. Higher = fuller "
-        "batches under light load, more latency for a lone request.",
+        description="transformers backend only: how long a non-full batch waits for more "
+        "inputs. Higher = fuller batches under light load, more latency for a lone request.",
     )
     max_queue: int = Field(
         default=1024,
         gt=0,
-        description="Most inputs waiting for inference; beyond it requests get 503 + "
-        "Retry-After at once instead of piling up.",
+        description="Most inputs in flight (admitted and not yet answered, any backend); "
+        "beyond it requests get 503 + Retry-After at once instead of piling up.",
+    )
+    tokenizer_workers: int = Field(
+        default=1,
+        gt=0,
+        le=64,
+        description="Tokenizer threads. Each takes all queued requests' texts in one "
+        "batched encode, so one keeps up with hundreds of requests per second; more help "
+        "with long texts on many cores.",
     )
     max_items_per_request: int = Field(
         default=512, gt=0, description="Most items in one request (413 beyond)."
@@ -384,11 +396,10 @@ class Settings(BaseSettings):
 
     @property
     def batch_token_budget(self) -> int:
-        """max_batch_tokens, or its default for this backend and device."""
+        """max_batch_tokens, or its default for the device (transformers backend only)."""
         if self.max_batch_tokens is not None:
             return self.max_batch_tokens
-        on_cpu = self.backend == "transformers" and self.device == "cpu"
-        return CPU_BATCH_TOKENS if on_cpu else ACCELERATOR_BATCH_TOKENS
+        return CPU_BATCH_TOKENS if self.device == "cpu" else ACCELERATOR_BATCH_TOKENS
 
     def stream_defaults(self) -> StreamConfig:
         """The calibration config every new stream starts with."""

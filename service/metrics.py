@@ -43,6 +43,10 @@ class ServingMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # Labelled children looked up once: route and status sets are small and closed
+        # (unmatched paths share one label); the served model is one per process.
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._items_children: dict[str, Any] = {}
         self.requests_total = Counter(
             f"{PREFIX}_requests_total",
             "HTTP requests by route and status",
@@ -134,14 +138,27 @@ class ServingMetrics:
         self.rejected_total.inc(count)
 
     def request(self, route: str, status: int, seconds: float) -> None:
-        self.requests_total.labels(route=route, status=str(status)).inc()
-        self.request_duration.labels(route=route).observe(seconds)
+        # The labelled children are looked up once per (route, status): ``labels()`` costs
+        # a lock and a dict build on every call, a visible part of a one-sample request.
+        key = (route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests_total.labels(route=route, status=str(status)),
+                self.request_duration.labels(route=route),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def error(self, error_type: str) -> None:
         self.errors_total.labels(type=error_type).inc()
 
     def items(self, model: str, count: int) -> None:
-        self.items_total.labels(model=model).inc(count)
+        child = self._items_children.get(model)
+        if child is None:
+            child = self._items_children[model] = self.items_total.labels(model=model)
+        child.inc(count)
 
     def templated_responses(self, model: str, located: int, fallback: int) -> None:
         if located:

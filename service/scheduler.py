@@ -1,16 +1,16 @@
-"""Dynamic batching across requests, with admission control.
+"""Batch stage: dynamic batching across requests, for backends that pad.
 
 One asyncio task owns the queue (TEI's queue, Ray Serve's ``_BatchQueue``). Requests put
-their tokenized inputs in; the task waits until the queue holds a batch's worth of inputs
-or its oldest input has waited ``max_wait``, then takes the oldest input and the queued
-inputs closest to it in length, within a token budget (padded tokens) and a size cap
+their admitted, tokenized inputs in; the task waits until the queue holds a batch's worth
+of inputs or its oldest input has waited ``max_wait``, then takes the oldest input and the
+queued inputs closest to it in length, within a token budget (padded tokens) and a size cap
 (:mod:`rewardcal.batch_selection`: little padding, and no input starves), and awaits the
 backend, which runs inference off the event loop. Results keep request order.
 
-Admission is decided at once: when accepting a request would put more than ``max_queue``
-inputs in flight, it is refused with 503 + Retry-After instead of queueing without bound.
+Admission is not decided here (:mod:`rewardcal.pipeline.admission` runs before
+tokenization). Backends that batch themselves (vLLM, a remote vLLM) never come here.
 A request whose client went away cancels its futures; cancelled inputs are skipped before
-inference and stop counting against the queue immediately.
+inference.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rewardcal.backends.base import RewardBackend
 from rewardcal.batch_selection import choose_batch
-from rewardcal.errors import ErrorType, Overloaded, ServiceError
+from rewardcal.errors import ErrorType, ServiceError
 from rewardcal.log_context import request_id_var
 from rewardcal.metrics import ServingMetrics
 
@@ -39,16 +39,6 @@ class BatchPolicy:
     """Budget of one batch in padded tokens: batch size x longest input."""
     max_batch_size: int
     max_wait_s: float
-    max_queue: int
-    retry_after_s: int = 1
-
-
-@dataclass
-class Reservation:
-    """Queue capacity held for a request from admission until its inputs are queued."""
-
-    count: int
-    active: bool = True
 
 
 @dataclass
@@ -79,8 +69,7 @@ class Scheduler:
         self._policy = policy
         self._metrics = metrics
         self._queue: collections.deque[_Entry] = collections.deque()
-        self._pending = 0  # inputs accepted and not yet answered (queued or in a batch)
-        self._reserved = 0  # admitted, still being tokenized
+        self._pending = 0  # inputs submitted and not yet answered (queued or in a batch)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_batch: list[_Entry] = []  # taken off the queue, not yet answered
@@ -94,7 +83,7 @@ class Scheduler:
         return sum(1 for e in self._queue if not e.future.done())
 
     async def start(self) -> None:
-        if self._task is None and not self._backend.limits.batches_itself:
+        if self._task is None:
             self._task = asyncio.create_task(self._run(), name="rewardcal-scheduler")
 
     async def stop(self) -> None:
@@ -111,53 +100,12 @@ class Scheduler:
         self._queue.clear()
         self._in_batch = []
 
-    def _admit(self, count: int) -> None:
-        if self._pending + self._reserved + count > self._policy.max_queue:
-            if self._metrics is not None:
-                self._metrics.rejected(count)
-            raise Overloaded(
-                f"server overloaded: {self._pending} inputs in flight, queue holds "
-                f"{self._policy.max_queue}; retry later",
-                self._policy.retry_after_s,
-            )
-
-    @contextlib.contextmanager
-    def reserve(self, count: int) -> Iterator[Reservation]:
-        """Admit a request before any work is done for it (503 at once when full).
-
-        The capacity is held while the request is tokenized and handed to ``submit``;
-        it is released if the request fails before that.
-        """
-        self._admit(count)
-        self._reserved += count
-        reservation = Reservation(count)
-        try:
-            yield reservation
-        finally:
-            self._release(reservation)
-
-    def _release(self, reservation: Reservation) -> None:
-        if reservation.active:
-            reservation.active = False
-            self._reserved -= reservation.count
-
-    async def submit(
-        self, inputs: Sequence[Sequence[int]], reservation: Reservation | None = None
-    ) -> list[float]:
-        """Score inputs; raises Overloaded (503) at once when the queue is full."""
+    async def submit(self, inputs: Sequence[Sequence[int]]) -> list[float]:
+        """Raw rewards of admitted inputs, in order, once the batches holding them ran."""
         if not inputs:
-            if reservation is not None:
-                self._release(reservation)
             return []
-        if reservation is not None and reservation.active:
-            self._release(reservation)  # its capacity becomes pending inputs below
-        else:
-            self._admit(len(inputs))
-        if self._backend.limits.batches_itself:
-            return await self._forward_directly(inputs)
         if self._task is None:
             raise ServiceError(ErrorType.NOT_READY, "the model is not loaded yet")
-
         loop = asyncio.get_running_loop()
         entries = [_Entry(ids, loop.create_future()) for ids in inputs]
         for entry in entries:
@@ -173,15 +121,6 @@ class Scheduler:
             for entry in entries:
                 entry.future.cancel()
             raise
-
-    async def _forward_directly(self, inputs: Sequence[Sequence[int]]) -> list[float]:
-        # Engines that batch continuously (vLLM) get requests at once: batching here too
-        # would only add latency. Admission control still bounds what is in flight.
-        self._pending += len(inputs)
-        try:
-            return await self._backend.score(inputs)
-        finally:
-            self._pending -= len(inputs)
 
     def _on_done(self, _future: asyncio.Future[float]) -> None:
         self._pending -= 1
@@ -239,14 +178,17 @@ class Scheduler:
         return batch
 
     def _enough_queued(self) -> bool:
-        """Whether the queue holds enough to fill a batch, by size or by tokens."""
-        count = tokens = 0
+        """Whether the queue holds a full batch: the size cap, or live inputs whose padded
+        cost (count x longest, the budget's unit) reaches the token budget."""
+        count = longest = 0
         for entry in self._queue:
             if entry.future.done():
                 continue
             count += 1
-            tokens += len(entry.token_ids)
-            if count >= self._policy.max_batch_size or tokens >= self._policy.max_batch_tokens:
+            longest = max(longest, len(entry.token_ids))
+            if count >= self._policy.max_batch_size:
+                return True
+            if padded_cost(count, longest) >= self._policy.max_batch_tokens:
                 return True
         return False
 

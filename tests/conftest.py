@@ -68,7 +68,14 @@ def make_client(tmp_path: Path) -> Iterator[AppFactory]:
     ) -> TestClient:
         overrides.setdefault("state_dir", tmp_path / "state")
         settings = Settings(**overrides)
-        app = create_app(settings, model_path, backend=backend, registry=CollectorRegistry())
+        artifacts = backend.artifacts if isinstance(backend, FakeBackend) else None
+        app = create_app(
+            settings,
+            model_path,
+            backend=backend,
+            registry=CollectorRegistry(),
+            artifacts=artifacts,
+        )
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rewardcal.backends.base import BackendLimits, RewardBackend
+from rewardcal.pipeline.artifacts import ModelArtifacts, context_length
 
 
 class FakeBackend(RewardBackend):
@@ -44,10 +46,21 @@ class FakeBackend(RewardBackend):
         return self._tokenizer
 
     @property
+    def artifacts(self) -> ModelArtifacts:
+        """What the runtime tokenizes with when this double is served (its tokenizer)."""
+        return ModelArtifacts(
+            path=Path("fake"),
+            tokenizer=self._tokenizer,
+            config=None,
+            context_length=context_length(None, self._tokenizer),
+            vocab_size=len(self._tokenizer),
+        )
+
+    @property
     def limits(self) -> BackendLimits:
         return self._limits
 
-    async def start(self) -> None:
+    async def start(self, artifacts: ModelArtifacts | None = None) -> None:
         if self.start_delay_s:
             await asyncio.sleep(self.start_delay_s)
         if self.start_error is not None:

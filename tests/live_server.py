@@ -32,7 +32,13 @@ def live_server(
     """Yield (base URL, app); the server is stopped on exit."""
     port = free_port()
     settings = Settings(host="127.0.0.1", port=port, **overrides)
-    app = create_app(settings, model_path, backend=backend, registry=CollectorRegistry())
+    app = create_app(
+        settings,
+        model_path,
+        backend=backend,
+        registry=CollectorRegistry(),
+        artifacts=getattr(backend, "artifacts", None),
+    )
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

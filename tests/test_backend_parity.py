@@ -42,7 +42,7 @@ def test_batched_scores_equal_unbatched_forward(arch: str, tiny_models: dict[str
     path = tiny_models[arch]
     backend = TransformersBackend(path)
     backend.load()
-    tokenizer = backend.tokenizer
+    tokenizer = backend.artifacts.tokenizer
     texts = [
         formatting.render_messages(tokenizer, formatting.pair_messages("Question?", t))
         for t in TEXTS

@@ -24,7 +24,6 @@ def test_batch_token_budget_defaults_by_device_and_an_explicit_value_wins() -> N
 
     assert budget() == 2048  # transformers on CPU: bigger batches cost more per input
     assert budget(device="cuda", dtype="bfloat16") == 16384
-    assert budget(backend="remote", remote_url="http://127.0.0.1:1", model_path="/m") == 16384
     assert budget(max_batch_tokens=999) == 999
 
 

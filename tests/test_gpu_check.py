@@ -114,12 +114,12 @@ def test_the_dummy_model_states_the_context_both_sides_use(tmp_path: Path) -> No
     tokenizer's 512."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from rewardcal.backends.transformers_backend import _context_length
+    from rewardcal.pipeline.artifacts import context_length
 
     model = gpu_check.build_dummy_reward_model(
         tmp_path / "rm", gpu_check.LLAMA_8B_SHAPE, "bfloat16", 2048
     )
-    context = _context_length(
+    context = context_length(
         AutoConfig.from_pretrained(model), AutoTokenizer.from_pretrained(model)
     )
     assert context == 2048

@@ -27,6 +27,7 @@ from rewardcal.calibration.persistence import LocalSnapshotStore, StreamSnapshot
 from rewardcal.config import Settings
 from rewardcal.errors import ServiceError
 from rewardcal.metrics import CalibrationMetrics
+from rewardcal.pipeline.admission import Admission
 from rewardcal.scheduler import BatchPolicy, Scheduler
 from rewardcal.scoring import ScoreInput, ScoringService
 from tests.conftest import AppFactory
@@ -63,7 +64,7 @@ def test_bad_inputs_never_fail_other_clients_requests(
     """Real transformers backend: out-of-vocabulary, negative and huge token ids and lone
     surrogates sent together with valid requests, many rounds: every valid one gets 200."""
     client = make_client(tiny_models["bert"], max_wait_ms=20, max_batch_size=64)
-    vocab = len(client.app.state.runtime.backend.tokenizer)  # type: ignore[attr-defined]
+    vocab = len(client.app.state.runtime.artifacts.tokenizer)  # type: ignore[attr-defined]
     bad_bodies = [
         ("/classify", {"input": [101, vocab, 102]}, 400),
         ("/classify", {"input": [[101, 7592, 102], [101, vocab + 5, 102]]}, 400),
@@ -456,7 +457,10 @@ def test_cutting_text_before_tokenization_gives_the_tokens_of_full_tokenization(
 
 
 class RecordingTokenizer:
-    """Wraps a tokenizer and records the characters of every text it is asked to encode."""
+    """Wraps a tokenizer and records the characters of every text it is asked to encode
+    (its Rust tokenizer hidden, so that every encode goes through the call)."""
+
+    backend_tokenizer = None
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -470,19 +474,22 @@ class RecordingTokenizer:
         return len(self._inner)
 
     def __call__(self, text: Any, *args: Any, **kwargs: Any) -> Any:
-        self.calls.append(len(text))
-        self.texts.append(text[:16])
+        for one in [text] if isinstance(text, str) else text:
+            self.calls.append(len(one))
+            self.texts.append(one[:16])
         return self._inner(text, *args, **kwargs)
 
 
 def _scoring(tokenizer: Any) -> tuple[ScoringService, Scheduler, CalibrationEngine]:
     backend = FakeBackend(tokenizer)
     backend.started = True
-    scheduler = Scheduler(backend, BatchPolicy(4096, 64, 0.001, 4096))
+    scheduler = Scheduler(backend, BatchPolicy(4096, 64, 0.001))
     engine = CalibrationEngine(StreamConfig())
     scoring = ScoringService(
         model_id="m",
         backend=backend,
+        tokenizer=tokenizer,
+        admission=Admission(4096),
         scheduler=scheduler,
         calibration=engine,
         max_items=512,

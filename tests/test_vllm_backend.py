@@ -159,7 +159,7 @@ def test_backend_limits(served: Served) -> None:
 
 
 def test_texts_score_like_transformers(served: Served) -> None:
-    tokenizer = served.backend.tokenizer
+    tokenizer = served.backend.artifacts.tokenizer
     texts = [
         formatting.render_messages(tokenizer, formatting.pair_messages("Question?", t))
         for t in TEXTS
@@ -169,7 +169,7 @@ def test_texts_score_like_transformers(served: Served) -> None:
 
 
 def test_messages_score_like_transformers(served: Served) -> None:
-    tokenizer = served.backend.tokenizer
+    tokenizer = served.backend.artifacts.tokenizer
     texts = [formatting.render_messages(tokenizer, c) for c in CONVERSATIONS]
     ids, _ = formatting.encode(tokenizer, texts, max_tokens=512)
     _assert_parity(served, ids, "messages")
@@ -177,7 +177,7 @@ def test_messages_score_like_transformers(served: Served) -> None:
 
 def test_many_concurrent_inputs_keep_their_order(served: Served) -> None:
     """One score call of 64 inputs of many lengths: vLLM batches them, order is kept."""
-    tokenizer = served.backend.tokenizer
+    tokenizer = served.backend.artifacts.tokenizer
     texts = [TEXTS[i % len(TEXTS)] * (1 + i % 7) + f" #{i}" for i in range(64)]
     ids, _ = formatting.encode(tokenizer, texts, max_tokens=512)
     assert len({len(x) for x in ids}) > 10
@@ -185,7 +185,7 @@ def test_many_concurrent_inputs_keep_their_order(served: Served) -> None:
 
 
 def test_truncated_inputs_fit_the_engine(served: Served) -> None:
-    tokenizer = served.backend.tokenizer
+    tokenizer = served.backend.artifacts.tokenizer
     ids, full = formatting.encode(tokenizer, ["word " * 2000], max_tokens=512)
     assert full[0] > 512 and len(ids[0]) == 512
     _assert_parity(served, ids + [ids[0][:100]], "truncated to 512")
@@ -193,7 +193,7 @@ def test_truncated_inputs_fit_the_engine(served: Served) -> None:
 
 def test_http_routes_return_the_transformers_raw_rewards(served: Served) -> None:
     client = served.client
-    tokenizer = served.backend.tokenizer
+    tokenizer = served.backend.artifacts.tokenizer
     items = [{"prompt": "Question?", "response": t} for t in TEXTS[:4]]
     texts = [
         formatting.render_messages(tokenizer, formatting.pair_messages(i["prompt"], i["response"]))

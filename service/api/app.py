@@ -31,6 +31,7 @@ from rewardcal.backends import BackendStartError, RewardBackend
 from rewardcal.config import Settings
 from rewardcal.errors import ErrorType, envelope
 from rewardcal.metrics import multiprocess_dir
+from rewardcal.pipeline.artifacts import ModelArtifacts
 from rewardcal.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -51,10 +52,13 @@ def create_app(
     backend: RewardBackend | None = None,
     registry: CollectorRegistry | None = None,
     on_fatal: Callable[[str], None] | None = None,
+    artifacts: ModelArtifacts | None = None,
 ) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings, model_path, backend=backend, registry=registry)
+        runtime = Runtime(
+            settings, model_path, backend=backend, registry=registry, artifacts=artifacts
+        )
         app.state.runtime = runtime
         loader = asyncio.create_task(_start(runtime), name="rewardcal-load")
         try:

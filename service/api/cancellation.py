@@ -10,7 +10,6 @@ is not used: it only peeks and would have to be polled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
@@ -37,29 +36,36 @@ def with_cancellation(
 ) -> Callable[P, Awaitable[T | Response]]:
     """Decorate an endpoint taking ``raw_request: Request`` (after its body was read).
 
-    When the client leaves first, the work is cancelled and the endpoint returns a bare
-    499 response (nobody reads it; the access log and metrics record client-closed, not
-    a server error)."""
+    The handler runs in the request's own task; one watcher task listens for the
+    disconnect and cancels it (the only task a request spawns). When the client leaves
+    first, the endpoint returns a bare 499 response (nobody reads it; the access log and
+    metrics record client-closed, not a server error)."""
 
     @functools.wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T | Response:
         request: Any = kwargs.get("raw_request")
-        if not isinstance(request, Request):
+        current = asyncio.current_task()
+        if not isinstance(request, Request) or current is None:
             return await handler(*args, **kwargs)
-        work = asyncio.ensure_future(handler(*args, **kwargs))
-        watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            await _wait_for_disconnect(request)
+            gone = True
+            current.cancel()
+
+        watcher = asyncio.ensure_future(watch())
         try:
-            done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            return await handler(*args, **kwargs)
         except asyncio.CancelledError:
-            work.cancel()
+            if not gone:
+                raise
+            current.uncancel()
+            return Response(status_code=CLIENT_CLOSED)  # nobody is listening
+        finally:
+            # No await between the handler's end and here: the watcher cannot cancel a
+            # request that already has its answer.
             watcher.cancel()
-            raise
-        watcher.cancel()
-        if work in done:
-            return work.result()
-        work.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await work
-        return Response(status_code=CLIENT_CLOSED)  # nobody is listening
 
     return wrapper

@@ -15,8 +15,11 @@ from rewardcal.config import Settings
 from rewardcal.errors import ErrorType, ServiceError
 from rewardcal.runtime import Runtime
 
+# Dependencies are ``async def`` although they do not await: FastAPI runs plain ``def``
+# dependencies in a worker thread, a thread hand-off per dependency per request.
 
-def get_runtime(request: Request) -> Runtime:
+
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
     if runtime is None:
         raise ServiceError(ErrorType.NOT_READY, "the service is starting")
@@ -26,7 +29,7 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def require_ready(runtime: RuntimeDep) -> Runtime:
+async def require_ready(runtime: RuntimeDep) -> Runtime:
     if not runtime.ready.is_set():
         detail = runtime.start_error or "the model is still loading"
         raise ServiceError(ErrorType.NOT_READY, detail, headers={"Retry-After": "5"})
@@ -110,7 +113,7 @@ def security_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
-def calibration_group(
+async def calibration_group(
     x_calibration_group: Annotated[str | None, Header(max_length=64)] = None,
 ) -> str | None:
     return x_calibration_group

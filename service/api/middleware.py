@@ -6,11 +6,12 @@ disconnect and the body limit work on the raw message flow.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -25,6 +26,14 @@ from rewardcal.metrics import ServingMetrics
 logger = logging.getLogger(__name__)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
+_ID_PREFIX = os.urandom(8).hex()  # per process: ids stay unique across workers
+_ID_COUNTER = itertools.count()
+
+
+def new_request_id() -> str:
+    """32 hex digits like ``uuid4().hex``, at a fraction of its cost (no urandom call per
+    request): a random per-process prefix and a counter."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -65,7 +74,7 @@ class RequestContextMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _REQUEST_ID.match(incoming) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         started = time.perf_counter()

@@ -1,9 +1,11 @@
-"""The backend interface: everything the service needs from a reward model runtime.
+"""The backend interface: everything the scoring path needs from a reward model runtime.
 
-Kept small on purpose (the shape of TEI's backend trait): a backend scores batches of
-token ids and says whether it is healthy. Tokenization happens before the backend (see
-``rewardcal.formatting``), so every backend scores the same tokens and the scheduler's
-token budget counts real tokens.
+Kept small on purpose (the shape of TEI's backend trait): a backend scores token ids
+(``score``), says what it accepts (``limits``) and whether it is healthy (``health``); the
+runtime starts and stops it. Tokenization happens before the backend
+(:mod:`rewardcal.pipeline.tokenize`, with the model artifacts loaded once by
+:mod:`rewardcal.pipeline.artifacts`), so every backend scores the same tokens and the
+batcher's token budget counts real tokens.
 """
 
 from __future__ import annotations
@@ -11,18 +13,21 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rewardcal.pipeline.artifacts import ModelArtifacts
 
 
 @dataclass(frozen=True)
 class BackendLimits:
-    """What the scheduler and the request validation need to know of a backend."""
+    """What the batcher and the request validation need to know of a backend."""
 
     max_input_tokens: int
     """Longest input the model accepts (its context length)."""
     batches_itself: bool
-    """True for engines that batch continuously (vLLM): the scheduler then forwards
-    requests at once instead of batching a second time; admission control still applies."""
+    """True for engines that batch continuously (vLLM, a remote vLLM): admitted inputs go
+    to them at once instead of being batched a second time (admission still applies)."""
 
 
 class RewardBackend(abc.ABC):
@@ -32,16 +37,12 @@ class RewardBackend(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def tokenizer(self) -> Any:
-        """The reward model's tokenizer (chat template included)."""
-
-    @property
-    @abc.abstractmethod
     def limits(self) -> BackendLimits: ...
 
     @abc.abstractmethod
-    async def start(self) -> None:
-        """Load the model; raise BackendStartError with one clear line on failure."""
+    async def start(self, artifacts: ModelArtifacts | None = None) -> None:
+        """Load the model (``artifacts``: tokenizer and config already loaded by the runtime;
+        None: load them here). Raise BackendStartError with one clear line on failure."""
 
     @abc.abstractmethod
     async def stop(self) -> None: ...
@@ -52,27 +53,6 @@ class RewardBackend(abc.ABC):
 
     @abc.abstractmethod
     async def health(self) -> bool: ...
-
-
-class LocalTokenizerBackend(RewardBackend):
-    """A backend that loads the model's tokenizer itself at start (every real backend).
-
-    Holds the tokenizer and the limits, which ``start`` may refine from the model's config.
-    """
-
-    def __init__(self, max_input_tokens: int, *, batches_itself: bool) -> None:
-        self._tokenizer: Any = None
-        self._limits = BackendLimits(max_input_tokens, batches_itself)
-
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            raise RuntimeError("backend not started")
-        return self._tokenizer
-
-    @property
-    def limits(self) -> BackendLimits:
-        return self._limits
 
 
 class BackendStartError(RuntimeError):

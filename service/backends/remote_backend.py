@@ -18,37 +18,56 @@ request would fail again). What still fails becomes a ``backend_error`` (502).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
-from rewardcal.backends.base import (
-    BackendLimits,
-    BackendStartError,
-    LocalTokenizerBackend,
-    RewardBackend,
-)
-from rewardcal.backends.registry import register_backend
-from rewardcal.config import Settings
+from rewardcal.backends.base import BackendLimits, BackendStartError, RewardBackend
 from rewardcal.errors import ErrorType, ServiceError
+from rewardcal.pipeline.artifacts import ModelArtifacts, load_model_artifacts
 
 logger = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 64
 """Pooled connections to the server: concurrent /classify calls beyond it wait for one."""
+MAX_CONCURRENT_CALLS = 4
+"""Upstream /classify calls in flight at once; inputs arriving meanwhile share the next one
+(the server batches every call's inputs with the others anyway)."""
+MAX_INPUTS_PER_CALL = 512
+"""Most inputs one upstream call carries (one request's inputs always go together)."""
 HEALTH_TIMEOUT_S = 5.0
 """/ready polls /health: a hung server must not hold the readiness probe."""
+
+
+_JSON_HEADERS = {"content-type": "application/json"}
+
+
+class _Refused(ServiceError):
+    """The server answered, but not with scores (4xx, a malformed answer): a request sent on
+    its own may still succeed, when another request's input was what it refused."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorType.BACKEND, message)
+
+
+@dataclass
+class _Waiting:
+    batch: Sequence[Sequence[int]]
+    future: asyncio.Future[list[float]]
 
 
 class RemoteError(Exception):
     """The remote server could not answer (after retries); the message is one line."""
 
 
-class RemoteBackend(LocalTokenizerBackend):
+class RemoteBackend(RewardBackend):
     name = "remote"
 
     def __init__(
@@ -66,7 +85,8 @@ class RemoteBackend(LocalTokenizerBackend):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """``transport`` replaces the network (tests use ``httpx.MockTransport``)."""
-        super().__init__(max_input_tokens, batches_itself=True)
+        self._limits = BackendLimits(max_input_tokens, batches_itself=True)
+        self.artifacts: ModelArtifacts | None = None
         self._base_url = base_url.rstrip("/")
         self._model_path = model_path
         self._model = model
@@ -78,15 +98,29 @@ class RemoteBackend(LocalTokenizerBackend):
         self._trust_remote_code = trust_remote_code
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._in_flight = 0
+        self._calls: set[asyncio.Task[None]] = set()
 
     @property
     def model(self) -> str | None:
         """The remote model name requests carry (known after start)."""
         return self._model
 
-    async def start(self) -> None:
-        tokenizer, context = await asyncio.to_thread(self._load_tokenizer)
-        self._tokenizer = tokenizer
+    @property
+    def limits(self) -> BackendLimits:
+        return self._limits
+
+    async def start(self, artifacts: ModelArtifacts | None = None) -> None:
+        if artifacts is None:
+            artifacts = await asyncio.to_thread(
+                load_model_artifacts,
+                self._model_path,
+                trust_remote_code=self._trust_remote_code,
+                config_required=False,
+            )
+        self.artifacts = artifacts
+        context = artifacts.context_length
         self._client = httpx.AsyncClient(
             base_url=self._base_url,
             timeout=httpx.Timeout(self._timeout_s, connect=min(10.0, self._timeout_s)),
@@ -111,32 +145,6 @@ class RemoteBackend(LocalTokenizerBackend):
             model,
             self._limits.max_input_tokens,
         )
-
-    def _load_tokenizer(self) -> tuple[Any, int]:
-        from transformers import AutoConfig, AutoTokenizer
-
-        from rewardcal.backends.transformers_backend import _context_length
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(
-                self._model_path, trust_remote_code=self._trust_remote_code
-            )
-        except Exception as exc:  # noqa: BLE001 - any loader failure becomes one line
-            raise BackendStartError(
-                f"cannot load the tokenizer from {self._model_path}: {type(exc).__name__}: {exc}"
-            ) from exc
-        try:
-            config: Any = AutoConfig.from_pretrained(
-                self._model_path, trust_remote_code=self._trust_remote_code
-            )
-        except Exception:  # noqa: BLE001 - a tokenizer-only directory is enough
-            config = None
-        if config is None:
-            limit = getattr(tokenizer, "model_max_length", None)
-            context = int(limit) if isinstance(limit, int) and 0 < limit < 10**9 else 10**9
-        else:
-            context = _context_length(config, tokenizer)
-        return tokenizer, context
 
     async def _resolve_model(self) -> tuple[str, int | None]:
         """The model to send requests to, and its max_model_len as the server reports it."""
@@ -166,6 +174,14 @@ class RemoteBackend(LocalTokenizerBackend):
         return model, int(max_len) if isinstance(max_len, int) and max_len > 0 else None
 
     async def stop(self) -> None:
+        for task in list(self._calls):
+            task.cancel()
+        while self._waiting:
+            waiting = self._waiting.popleft()
+            if not waiting.future.done():
+                waiting.future.set_exception(
+                    ServiceError(ErrorType.NOT_READY, "the service is shutting down")
+                )
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -181,11 +197,67 @@ class RemoteBackend(LocalTokenizerBackend):
         return response.status_code == 200
 
     async def score(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        """Raw rewards for ``batch``. Concurrent calls share upstream requests: inputs that
+        arrive while ``MAX_CONCURRENT_CALLS`` calls are in flight go out together in the next
+        one (one HTTP exchange costs the same CPU for 1 input or 200: see bench/frontend.py)."""
         if not batch:
             return []
+        future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(batch, future))
+        if self._in_flight < MAX_CONCURRENT_CALLS:
+            self._dispatch()
+        return await future
+
+    def _dispatch(self) -> None:
+        """Send what waits, in calls of at most MAX_INPUTS_PER_CALL inputs."""
+        while self._waiting and self._in_flight < MAX_CONCURRENT_CALLS:
+            group: list[_Waiting] = []
+            count = 0
+            while self._waiting and (
+                not group or count + len(self._waiting[0].batch) <= MAX_INPUTS_PER_CALL
+            ):
+                waiting = self._waiting.popleft()
+                if not waiting.future.done():  # its request went away before the call
+                    group.append(waiting)
+                    count += len(waiting.batch)
+            if group:
+                self._in_flight += 1
+                task = asyncio.get_running_loop().create_task(self._call(group))
+                self._calls.add(task)
+                task.add_done_callback(self._calls.discard)
+
+    async def _call(self, group: list[_Waiting]) -> None:
+        try:
+            await self._answer(group)
+        finally:
+            self._in_flight -= 1
+            self._dispatch()
+
+    async def _answer(self, group: list[_Waiting]) -> None:
+        inputs = [ids for waiting in group for ids in waiting.batch]
+        try:
+            scores = await self._classify(inputs)
+        except ServiceError as exc:
+            if len(group) > 1 and isinstance(exc, _Refused):
+                # One request's input may be what the server refuses: ask for each request
+                # on its own, so that only that request fails.
+                await asyncio.gather(*(self._answer([waiting]) for waiting in group))
+                return
+            for waiting in group:
+                if not waiting.future.done():
+                    waiting.future.set_exception(exc)
+            return
+        start = 0
+        for waiting in group:
+            end = start + len(waiting.batch)
+            if not waiting.future.done():
+                waiting.future.set_result(scores[start:end])
+            start = end
+
+    async def _classify(self, batch: Sequence[Sequence[int]]) -> list[float]:
         payload = {
             "model": self._model,
-            "input": [list(ids) for ids in batch],
+            "input": [ids if isinstance(ids, list) else list(ids) for ids in batch],
             "use_activation": False,
             "activation": False,  # older servers (see the module docstring)
         }
@@ -196,23 +268,19 @@ class RemoteBackend(LocalTokenizerBackend):
                 ErrorType.BACKEND, f"remote vLLM server at {self._base_url}: {exc}"
             ) from None
         if response.status_code != 200:
-            raise ServiceError(
-                ErrorType.BACKEND,
-                f"remote vLLM server at {self._base_url} refused the request: "
-                f"{_describe(response)}",
+            raise _Refused(
+                f"remote vLLM server at {self._base_url} refused the request: {_describe(response)}"
             )
         try:
-            data = sorted(response.json()["data"], key=lambda d: int(d["index"]))
+            data = sorted(orjson.loads(response.content)["data"], key=lambda d: int(d["index"]))
             scores = [float(d["probs"][0]) for d in data]
         except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise ServiceError(
-                ErrorType.BACKEND,
-                f"remote vLLM server at {self._base_url} sent an unexpected answer: {exc!r}",
+            raise _Refused(
+                f"remote vLLM server at {self._base_url} sent an unexpected answer: {exc!r}"
             ) from None
         if len(scores) != len(batch):
-            raise ServiceError(
-                ErrorType.BACKEND,
-                f"remote vLLM server returned {len(scores)} scores for {len(batch)} inputs",
+            raise _Refused(
+                f"remote vLLM server returned {len(scores)} scores for {len(batch)} inputs"
             )
         return scores
 
@@ -232,7 +300,12 @@ class RemoteBackend(LocalTokenizerBackend):
             if attempt:
                 await asyncio.sleep(self.backoff_delay(attempt - 1))
             try:
-                response = await client.request(method, path, json=payload)
+                response = await client.request(
+                    method,
+                    path,
+                    content=None if payload is None else orjson.dumps(payload),
+                    headers=_JSON_HEADERS if payload is not None else None,
+                )
             except httpx.TransportError as exc:
                 failure = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 logger.warning(
@@ -278,18 +351,3 @@ def _describe(response: httpx.Response) -> str:
         message = response.text
     message = " ".join(message.split())[:300]
     return f"HTTP {response.status_code}" + (f": {message}" if message else "")
-
-
-@register_backend("remote")
-def _create(settings: Settings, model_path: Path) -> RewardBackend:
-    if settings.remote_url is None:  # refused by Settings already; keeps the type checker honest
-        raise ValueError("backend remote needs remote_url")
-    return RemoteBackend(
-        settings.remote_url,
-        model_path,
-        model=settings.remote_model,
-        max_input_tokens=settings.max_input_tokens,
-        timeout_s=settings.remote_timeout_s,
-        retries=settings.remote_retries,
-        trust_remote_code=settings.trust_remote_code,
-    )

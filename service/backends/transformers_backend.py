@@ -19,21 +19,15 @@ from typing import Any
 
 import torch
 
-from rewardcal.backends.base import (
-    BackendLimits,
-    BackendStartError,
-    LocalTokenizerBackend,
-    RewardBackend,
-)
-from rewardcal.backends.registry import register_backend
-from rewardcal.config import Settings
+from rewardcal.backends.base import BackendLimits, BackendStartError, RewardBackend
+from rewardcal.pipeline.artifacts import ModelArtifacts, load_model_artifacts
 
 logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-class TransformersBackend(LocalTokenizerBackend):
+class TransformersBackend(RewardBackend):
     name = "transformers"
 
     def __init__(
@@ -43,8 +37,11 @@ class TransformersBackend(LocalTokenizerBackend):
         device: str = "cpu",
         dtype: str = "float32",
         max_input_tokens: int = 512,
+        trust_remote_code: bool = False,
     ) -> None:
-        super().__init__(max_input_tokens, batches_itself=False)
+        self._limits = BackendLimits(max_input_tokens, batches_itself=False)
+        self._trust_remote_code = trust_remote_code
+        self.artifacts: ModelArtifacts | None = None
         self._model_path = model_path
         self._device = torch.device(device)
         self._dtype = _DTYPES[dtype]
@@ -57,26 +54,35 @@ class TransformersBackend(LocalTokenizerBackend):
             max_workers=1, thread_name_prefix="rewardcal-infer"
         )
 
-    async def start(self) -> None:
+    @property
+    def limits(self) -> BackendLimits:
+        return self._limits
+
+    async def start(self, artifacts: ModelArtifacts | None = None) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.load)
+        await loop.run_in_executor(self._executor, self.load, artifacts)
 
-    def load(self) -> None:
-        """Load model and tokenizer (blocking)."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    def load(self, artifacts: ModelArtifacts | None = None) -> None:
+        """Load the model (blocking); tokenizer and config from ``artifacts`` or loaded."""
+        from transformers import AutoModelForSequenceClassification
 
-        if not (self._model_path / "config.json").is_file():
-            raise BackendStartError(f"no config.json in model path {self._model_path}")
+        if artifacts is None:
+            artifacts = load_model_artifacts(
+                self._model_path, trust_remote_code=self._trust_remote_code
+            )
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self._model_path)
             model = AutoModelForSequenceClassification.from_pretrained(
-                self._model_path, dtype=self._dtype
+                self._model_path,
+                config=artifacts.config,
+                dtype=self._dtype,
+                trust_remote_code=self._trust_remote_code,
             )
         except Exception as exc:  # noqa: BLE001 - any loader failure becomes one line
             raise BackendStartError(
                 f"cannot load reward model from {self._model_path}: {exc}"
             ) from exc
         model.eval().to(self._device)
+        tokenizer = artifacts.tokenizer
         text_config = model.config.get_text_config()
         pad_id = tokenizer.pad_token_id
         if pad_id is None:
@@ -86,12 +92,12 @@ class TransformersBackend(LocalTokenizerBackend):
             # not depend on its value.
             text_config.pad_token_id = pad_id
         self._pad_id = int(pad_id)
-        context = _context_length(model.config, tokenizer)
         self._limits = BackendLimits(
-            max_input_tokens=min(self._requested_max_tokens, context), batches_itself=False
+            max_input_tokens=min(self._requested_max_tokens, artifacts.context_length),
+            batches_itself=False,
         )
         self._model = model
-        self._tokenizer = tokenizer
+        self.artifacts = artifacts
         self._last_token_head = _last_token_head(model)
         logger.info(
             "loaded %s (%s) on %s, context %d tokens",
@@ -155,24 +161,3 @@ def _last_token_head(model: Any) -> torch.nn.Module | None:
     """
     head = getattr(model, "score", None)
     return head if isinstance(head, torch.nn.Module) else None
-
-
-def _context_length(config: Any, tokenizer: Any) -> int:
-    text_config = config.get_text_config()
-    candidates = [
-        getattr(text_config, "max_position_embeddings", None),
-        getattr(tokenizer, "model_max_length", None),
-    ]
-    # Tokenizers without a limit report a huge sentinel (1e30).
-    usable = [int(c) for c in candidates if isinstance(c, int) and 0 < c < 10**9]
-    return min(usable) if usable else 2048
-
-
-@register_backend("transformers")
-def _create(settings: Settings, model_path: Path) -> RewardBackend:
-    return TransformersBackend(
-        model_path,
-        device=settings.device,
-        dtype=settings.dtype,
-        max_input_tokens=settings.max_input_tokens,
-    )

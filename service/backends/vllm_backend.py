@@ -34,16 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from rewardcal import formatting
-from rewardcal.backends.base import (
-    BackendLimits,
-    BackendStartError,
-    LocalTokenizerBackend,
-    RewardBackend,
-)
-from rewardcal.backends.registry import register_backend
-from rewardcal.config import Settings
+from rewardcal.backends.base import BackendLimits, BackendStartError, RewardBackend
 from rewardcal.errors import ErrorType, ServiceError
 from rewardcal.log_context import request_id_var
+from rewardcal.pipeline.artifacts import ModelArtifacts, load_model_artifacts
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +49,7 @@ prefill only, and 1 GiB holds thousands of tokens in flight even for 8B models."
 WARM_UP_TEXT = "warm-up"
 
 
-class VllmBackend(LocalTokenizerBackend):
+class VllmBackend(RewardBackend):
     name = "vllm"
 
     def __init__(
@@ -74,7 +68,8 @@ class VllmBackend(LocalTokenizerBackend):
     ) -> None:
         """``engine_overrides`` are extra ``AsyncEngineArgs`` fields (e.g. ``load_format=
         "dummy"`` for benchmarks of random weights); they win over the settings."""
-        super().__init__(max_input_tokens, batches_itself=True)
+        self._limits = BackendLimits(max_input_tokens, batches_itself=True)
+        self.artifacts: ModelArtifacts | None = None
         self._model_path = model_path
         self._dtype = dtype
         self._requested_max_tokens = max_input_tokens
@@ -97,13 +92,17 @@ class VllmBackend(LocalTokenizerBackend):
         """The ``AsyncLLM`` (None before start and after stop)."""
         return self._engine
 
-    async def start(self) -> None:
+    @property
+    def limits(self) -> BackendLimits:
+        return self._limits
+
+    async def start(self, artifacts: ModelArtifacts | None = None) -> None:
         if not (self._model_path / "config.json").is_file():
             raise BackendStartError(f"no config.json in model path {self._model_path}")
         # Importing vLLM and building the engine block for tens of seconds: off the event
         # loop, so /health keeps answering while the model loads.
         try:
-            await asyncio.to_thread(self._build)
+            await asyncio.to_thread(self._build, artifacts)
         except BackendStartError:
             raise
         except Exception as exc:  # noqa: BLE001 - any engine failure becomes one line
@@ -121,7 +120,7 @@ class VllmBackend(LocalTokenizerBackend):
             self._limits.max_input_tokens,
         )
 
-    def _build(self) -> None:
+    def _build(self, artifacts: ModelArtifacts | None = None) -> None:
         """Load the tokenizer, import vLLM and start the engine (blocking).
 
         The engine is handed over through ``self._engine`` only, never returned or left in a
@@ -129,23 +128,11 @@ class VllmBackend(LocalTokenizerBackend):
         this frame), and an engine referenced from there would outlive ``stop()`` and only
         be collected at interpreter exit, where its ``__del__`` fails noisily.
         """
-        from transformers import AutoConfig, AutoTokenizer
-
-        from rewardcal.backends.transformers_backend import _context_length
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(
+        if artifacts is None:
+            artifacts = load_model_artifacts(
                 self._model_path, trust_remote_code=self._trust_remote_code
             )
-            config = AutoConfig.from_pretrained(
-                self._model_path, trust_remote_code=self._trust_remote_code
-            )
-        except Exception as exc:  # noqa: BLE001
-            raise BackendStartError(
-                f"cannot load reward model config/tokenizer from {self._model_path}: "
-                f"{_one_line(exc)}"
-            ) from exc
-        context = _context_length(config, tokenizer)
+        context = artifacts.context_length
         max_model_len = self._max_model_len or min(self._requested_max_tokens, context)
 
         # Before vLLM reads its environment; see the module docstring.
@@ -187,7 +174,7 @@ class VllmBackend(LocalTokenizerBackend):
                 engine.shutdown()
                 raise BackendStartError("backend stopped while the vLLM engine was starting")
             self._engine = engine
-        self._tokenizer = tokenizer
+        self.artifacts = artifacts
         self._pooling_params = PoolingParams
         engine_context = int(engine.model_config.max_model_len)
         del engine
@@ -208,7 +195,10 @@ class VllmBackend(LocalTokenizerBackend):
                 f"vLLM cannot serve {self._model_path} as a reward model (supported tasks: "
                 f"{', '.join(tasks) or 'none'}); a *ForSequenceClassification model is needed"
             )
-        ids, _ = formatting.encode(self._tokenizer, [WARM_UP_TEXT], self._limits.max_input_tokens)
+        assert self.artifacts is not None
+        ids, _ = formatting.encode(
+            self.artifacts.tokenizer, [WARM_UP_TEXT], self._limits.max_input_tokens
+        )
         try:
             await self._encode(engine, ids[0])
         except Exception as exc:  # noqa: BLE001
@@ -286,18 +276,3 @@ def _start_failure(exc: BaseException) -> str:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or "no details"
     return f"{type(exc).__name__}: {text}"
-
-
-@register_backend("vllm")
-def _create(settings: Settings, model_path: Path) -> RewardBackend:
-    return VllmBackend(
-        model_path,
-        dtype=settings.dtype,
-        max_input_tokens=settings.max_input_tokens,
-        max_model_len=settings.max_model_len,
-        tensor_parallel_size=settings.tensor_parallel_size,
-        gpu_memory_utilization=settings.gpu_memory_utilization,
-        kv_cache_memory_bytes=settings.kv_cache_memory_bytes,
-        enforce_eager=settings.enforce_eager,
-        trust_remote_code=settings.trust_remote_code,
-    )

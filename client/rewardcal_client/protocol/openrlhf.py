@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rewardcal_client.protocol.common import Text
 
@@ -47,6 +47,13 @@ class GetRewardRequest(BaseModel):
         if isinstance(value, str):
             return [value]
         return value
+
+    @model_validator(mode="after")
+    def _one_prompt_and_label_per_query(self) -> GetRewardRequest:
+        for name, values in (("prompts", self.prompts), ("labels", self.labels)):
+            if values is not None and len(values) != len(self.query):
+                raise ValueError(f"{name} has {len(values)} entries for {len(self.query)} queries")
+        return self
 
 
 class GetRewardResponse(BaseModel):

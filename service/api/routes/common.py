@@ -6,6 +6,9 @@ import asyncio
 import os
 from pathlib import Path
 
+from pydantic import BaseModel
+from starlette.responses import Response
+
 from rewardcal.calibration import validate_group
 from rewardcal.errors import ErrorType, ServiceError
 from rewardcal.runtime import Runtime
@@ -65,12 +68,19 @@ async def score_with_timeout(
     group: str,
     observe: bool,
     max_tokens: int | None = None,
+    report: frozenset[str] = frozenset(),
+    what: str = "items",
 ) -> ScoreResult:
     timeout = runtime.settings.request_timeout_s
     try:
         async with asyncio.timeout(timeout):
             return await runtime.scoring.score(
-                inputs, group=group, observe=observe, max_tokens=max_tokens
+                inputs,
+                group=group,
+                observe=observe,
+                max_tokens=max_tokens,
+                report=report,
+                what=what,
             )
     except TimeoutError:
         raise ServiceError(
@@ -82,4 +92,13 @@ def calibration_info(result: ScoreResult) -> CalibrationInfo:
     curve = result.curve
     return CalibrationInfo(
         group=curve.group, version=curve.version, status=str(curve.status), method=curve.method
+    )
+
+
+def json_response(model: BaseModel) -> Response:
+    """The answer, serialized once by pydantic's own serializer. Routes still declare their
+    ``response_model`` (the OpenAPI spec); returning a Response skips FastAPI's second
+    validation of a model that was validated when it was built."""
+    return Response(
+        type(model).__pydantic_serializer__.to_json(model), media_type="application/json"
     )

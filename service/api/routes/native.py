@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from starlette.responses import Response
 
 from rewardcal.api.cancellation import with_cancellation
 from rewardcal.api.deps import GroupHeader, ReadyRuntime
 from rewardcal.api.routes.common import (
     SCORING_ERRORS,
     calibration_info,
+    json_response,
     resolve_group,
     resolve_model,
     score_with_timeout,
@@ -16,7 +18,7 @@ from rewardcal.api.routes.common import (
 from rewardcal.errors import error_responses
 from rewardcal.formatting import pair_messages
 from rewardcal.mathutil import sigmoid
-from rewardcal.scoring import ScoredItem, ScoreInput
+from rewardcal.scoring import ALL_FEATURES, ScoredItem, ScoreInput
 from rewardcal_client.protocol.common import Usage
 from rewardcal_client.protocol.native import (
     CompareDatum,
@@ -40,11 +42,10 @@ router = APIRouter(tags=["native"])
 @with_cancellation
 async def create_rewards(
     body: RewardsRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
-) -> RewardsResponse:
+) -> Response:
     """Raw and calibrated rewards. For ``messages`` the last assistant turn is the response
     whose length (and other features) calibration measures."""
     model = resolve_model(runtime, body.model)
-    runtime.scoring.check_count(len(body.items))
     inputs = []
     for item in body.items:
         if item.messages is not None:
@@ -63,21 +64,24 @@ async def create_rewards(
         inputs,
         group=resolve_group(body.calibration_group, header_group),
         observe=body.observe,
+        report=ALL_FEATURES,  # the response lists every feature
     )
-    return RewardsResponse(
-        model=model,
-        calibration=calibration_info(result),
-        data=[
-            RewardDatum(
-                index=it.index,
-                reward=it.reward,
-                raw_reward=it.raw_reward,
-                bias=it.bias,
-                features=it.features,
-            )
-            for it in result.items
-        ],
-        usage=Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
+    return json_response(
+        RewardsResponse(
+            model=model,
+            calibration=calibration_info(result),
+            data=[
+                RewardDatum(
+                    index=it.index,
+                    reward=it.reward,
+                    raw_reward=it.raw_reward,
+                    bias=it.bias,
+                    features=it.features,
+                )
+                for it in result.items
+            ],
+            usage=Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
+        )
     )
 
 
@@ -96,11 +100,10 @@ def _side(item: ScoredItem) -> CompareSide:
 @with_cancellation
 async def compare(
     body: CompareRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
-) -> CompareResponse:
+) -> Response:
     """Both sides are scored in one pass and calibrated with the same curve, so the
     calibrated margin removes the length difference between chosen and rejected."""
     model = resolve_model(runtime, body.model)
-    runtime.scoring.check_count(2 * len(body.pairs), what="responses (2 per pair)")
     inputs: list[ScoreInput] = []
     for pair in body.pairs:
         for response in (pair.chosen, pair.rejected):
@@ -112,6 +115,8 @@ async def compare(
         inputs,
         group=resolve_group(body.calibration_group, header_group),
         observe=body.observe,
+        report=ALL_FEATURES,
+        what="responses (2 per pair)",
     )
     data = []
     for index in range(len(body.pairs)):
@@ -129,9 +134,11 @@ async def compare(
                 raw_p_chosen=sigmoid(raw_margin),
             )
         )
-    return CompareResponse(
-        model=model,
-        calibration=calibration_info(result),
-        data=data,
-        usage=Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
+    return json_response(
+        CompareResponse(
+            model=model,
+            calibration=calibration_info(result),
+            data=data,
+            usage=Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
+        )
     )

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from starlette.responses import Response
 
 from rewardcal.api.cancellation import with_cancellation
 from rewardcal.api.deps import GroupHeader, ReadyRuntime
-from rewardcal.api.routes.common import SCORING_ERRORS, resolve_group, score_with_timeout
-from rewardcal.errors import ErrorType, ServiceError, error_responses
+from rewardcal.api.routes.common import (
+    SCORING_ERRORS,
+    json_response,
+    resolve_group,
+    score_with_timeout,
+)
+from rewardcal.errors import error_responses
 from rewardcal.scoring import ScoreInput
 from rewardcal_client.protocol.openrlhf import GetRewardRequest, GetRewardResponse
 
 router = APIRouter(tags=["openrlhf"])
+
+REPORTED = frozenset({"chars", "tokens"})
+"""Features extra_logs carries (response_chars, response_tokens)."""
 
 
 def response_part(query: str, prompt: str | None) -> str | None:
@@ -31,7 +40,7 @@ def response_part(query: str, prompt: str | None) -> str | None:
 @with_cancellation
 async def get_reward(
     body: GetRewardRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
-) -> GetRewardResponse:
+) -> Response:
     """``query`` holds templated prompt+response texts, scored as they are. The response part
     (measured for calibration) is ``query[len(prompt):]`` when ``prompts`` are given and the
     query starts with its prompt, else it is located with the chat template (the whole
@@ -41,13 +50,6 @@ async def get_reward(
     a prompt was given but does not start the query: a client whose prompts and queries
     disagree). ``prompts`` or ``labels`` of another length than ``query`` are refused
     (422)."""
-    runtime.scoring.check_count(len(body.query), what="queries")
-    for name, values in (("prompts", body.prompts), ("labels", body.labels)):
-        if values is not None and len(values) != len(body.query):
-            raise ServiceError(
-                ErrorType.VALIDATION,
-                f"{name} has {len(values)} entries for {len(body.query)} queries",
-            )
     prompts: list[str | None] = list(body.prompts) if body.prompts else [None] * len(body.query)
     inputs = [
         ScoreInput(text=query, response=response_part(query, prompt))
@@ -58,24 +60,28 @@ async def get_reward(
         inputs,
         group=resolve_group(body.calibration_group, header_group),
         observe=body.observe,
+        report=REPORTED,
+        what="queries",
     )
     rewards = [it.reward for it in result.items]
     version = float(result.curve.version)
-    return GetRewardResponse(
-        rewards=rewards,
-        scores=rewards,
-        extra_logs={
-            "raw_reward": [it.raw_reward for it in result.items],
-            "bias": [it.bias for it in result.items],
-            "response_chars": [it.features["chars"] for it in result.items],
-            "response_tokens": [it.features["tokens"] for it in result.items],
-            "calibration_version": [version] * len(result.items),
-            "prompt_matched": [
-                float(prompt is not None and query.startswith(prompt))
-                for query, prompt in zip(body.query, prompts, strict=True)
-            ],
-            "response_located": [
-                0.0 if it.response_located is False else 1.0 for it in result.items
-            ],
-        },
+    return json_response(
+        GetRewardResponse(
+            rewards=rewards,
+            scores=rewards,
+            extra_logs={
+                "raw_reward": [it.raw_reward for it in result.items],
+                "bias": [it.bias for it in result.items],
+                "response_chars": [it.features["chars"] for it in result.items],
+                "response_tokens": [it.features["tokens"] for it in result.items],
+                "calibration_version": [version] * len(result.items),
+                "prompt_matched": [
+                    float(prompt is not None and query.startswith(prompt))
+                    for query, prompt in zip(body.query, prompts, strict=True)
+                ],
+                "response_located": [
+                    0.0 if it.response_located is False else 1.0 for it in result.items
+                ],
+            },
+        )
     )

@@ -8,15 +8,17 @@ through a sigmoid unless the request sends ``use_activation: false`` (or the leg
 from __future__ import annotations
 
 import time
-import uuid
 
 from fastapi import APIRouter, Request
+from starlette.responses import Response
 
 from rewardcal.api.cancellation import with_cancellation
 from rewardcal.api.deps import GroupHeader, ReadyRuntime
+from rewardcal.api.middleware import new_request_id
 from rewardcal.api.routes.common import (
     SCORING_ERRORS,
     calibration_info,
+    json_response,
     resolve_group,
     resolve_model,
     score_with_timeout,
@@ -82,13 +84,13 @@ async def _score(
             f"task {body.task!r} is not supported; this server serves reward models (classify)",
         )
     inputs = _inputs(body)
-    runtime.scoring.check_count(len(inputs), what="inputs")
     result = await score_with_timeout(
         runtime,
         inputs,
         group=resolve_group(body.calibration_group, header_group),
         observe=body.observe,
         max_tokens=_max_tokens(runtime, body),
+        what="inputs",
     )
     return model, result
 
@@ -106,7 +108,7 @@ def _usage(result: ScoreResult) -> VllmUsage:
 @with_cancellation
 async def classify(
     body: ClassifyRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
-) -> ClassifyResponse:
+) -> Response:
     """vLLM's ``/classify``. Text ``input`` is already templated and scored as is; the
     response measured for calibration is located in it with the model's chat template (after
     the last assistant header, before the end-of-turn), or is the whole text when the
@@ -114,23 +116,25 @@ async def classify(
     chat template and their last assistant turn is the response."""
     model, result = await _score(body, runtime, header_group)
     apply = body.apply_activation
-    return ClassifyResponse(
-        id=f"classify-{uuid.uuid4().hex}",
-        created=int(time.time()),
-        model=model,
-        data=[
-            ClassifyDatum(
-                index=it.index,
-                label="LABEL_0",
-                probs=[_activation(it.reward, apply)],
-                raw_reward=it.raw_reward,
-                reward=it.reward,
-                response_located=it.response_located,
-            )
-            for it in result.items
-        ],
-        usage=_usage(result),
-        calibration=calibration_info(result),
+    return json_response(
+        ClassifyResponse(
+            id=f"classify-{new_request_id()}",
+            created=int(time.time()),
+            model=model,
+            data=[
+                ClassifyDatum(
+                    index=it.index,
+                    label="LABEL_0",
+                    probs=[_activation(it.reward, apply)],
+                    raw_reward=it.raw_reward,
+                    reward=it.reward,
+                    response_located=it.response_located,
+                )
+                for it in result.items
+            ],
+            usage=_usage(result),
+            calibration=calibration_info(result),
+        )
     )
 
 
@@ -143,26 +147,28 @@ async def classify(
 @with_cancellation
 async def pooling(
     body: ClassifyRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
-) -> PoolingResponse:
+) -> Response:
     """vLLM's ``/pooling`` for a classify task: ``data[i].data`` (and ``data[i].probs``)
     hold ``[calibrated score]``."""
     model, result = await _score(body, runtime, header_group)
     apply = body.apply_activation
-    return PoolingResponse(
-        id=f"pool-{uuid.uuid4().hex}",
-        created=int(time.time()),
-        model=model,
-        data=[
-            PoolingDatum(
-                index=it.index,
-                data=[_activation(it.reward, apply)],
-                probs=[_activation(it.reward, apply)],
-                raw_reward=it.raw_reward,
-                reward=it.reward,
-                response_located=it.response_located,
-            )
-            for it in result.items
-        ],
-        usage=_usage(result),
-        calibration=calibration_info(result),
+    return json_response(
+        PoolingResponse(
+            id=f"pool-{new_request_id()}",
+            created=int(time.time()),
+            model=model,
+            data=[
+                PoolingDatum(
+                    index=it.index,
+                    data=[_activation(it.reward, apply)],
+                    probs=[_activation(it.reward, apply)],
+                    raw_reward=it.raw_reward,
+                    reward=it.reward,
+                    response_located=it.response_located,
+                )
+                for it in result.items
+            ],
+            usage=_usage(result),
+            calibration=calibration_info(result),
+        )
     )
