@@ -131,7 +131,7 @@ class Runtime:
             max_items=self.settings.max_items_per_request,
             truncation=self.settings.truncation,
             max_input_tokens=self.settings.max_input_tokens,
-            features=self.settings.calibration_features,
+            features=[step.feature for step in self.settings.calibration.features],
             tokenizer_workers=self.settings.tokenizer_workers,
             metrics=self.metrics,
         )

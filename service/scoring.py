@@ -120,7 +120,9 @@ class ScoringService:
             limit = min(max_tokens, limit)
         # Admission first: an overloaded server answers 503 before spending any work.
         with self._admission.permit(len(inputs)):
-            prepared = await self._tokenize.prepare(inputs, limit, self._features | report)
+            prepared = await self._tokenize.prepare(
+                inputs, limit, self._features | report | curve.features
+            )
             raw = await self._infer(prepared.token_ids)
         rewards, biases = curve.apply(prepared.features, raw)
         self._calibration.record(

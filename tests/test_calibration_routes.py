@@ -229,3 +229,27 @@ def test_calibration_route_errors(biased_client) -> None:  # type: ignore[no-unt
     assert other_model.status_code == 404
     assert json.loads(client.get("/v1/calibration").text)["object"] == "list"
     assert re.match(r"^\{", client.get("/v1/calibration").text)
+
+
+def test_a_stream_whose_curve_reads_another_feature_gets_it_computed(biased_client) -> None:  # type: ignore[no-untyped-def]
+    """The service computes only the features its calibration default uses (chars here),
+    but a stream given a curve on `tokens` (an import) must be calibrated on real token
+    counts, not on a missing feature read as 0 (one bias for every length)."""
+    client, _ = biased_client
+    traffic = alpaca_items(400)
+    _send(client, traffic, "train")
+    client.post("/v1/calibration/train/refit")
+    exported = client.get("/v1/calibration/train/export").json()
+    for component in exported["curve"]["components"]:
+        component["feature"] = "tokens"
+    exported["config"]["features"] = [{"feature": "tokens", "alpha": 1.0}]
+    imported = client.put("/v1/calibration/tok/import", json={**exported, "freeze": True})
+    assert imported.status_code == 200, imported.text
+
+    texts = [f"{item['prompt']}\n{item['response']}" for item in traffic[:12]]
+    answer = client.post("/classify", json={"input": texts, "calibration_group": "tok"})
+    assert answer.status_code == 200, answer.text
+    data = answer.json()["data"]
+    assert answer.json()["calibration"]["status"] == "frozen"
+    biases = {round(d["raw_reward"] - d["reward"], 9) for d in data}
+    assert len(biases) > 6  # texts of different token lengths get different biases

@@ -42,6 +42,9 @@ class CurveView:
     status: CalibrationStatus
     method: str
     curve: Curve | None = None
+    features: frozenset[str] = frozenset()
+    """Features this stream's config and curve read: scoring computes at least these (a
+    stream whose config or imported curve differs from the service defaults)."""
 
     def apply(
         self, features: Sequence[Mapping[str, float]], raw: Sequence[float]
@@ -105,7 +108,10 @@ class CalibrationStream:
             else:
                 status = CalibrationStatus.WARMING_UP
             version = active.version if active is not None else 0
-            return CurveView(self.group, version, status, config.method, active)
+            used = {step.feature for step in config.features}
+            if active is not None:
+                used.update(component.feature for component in active.components)
+            return CurveView(self.group, version, status, config.method, active, frozenset(used))
 
     def touch(self) -> None:
         self.last_used_at = time.time()
