@@ -65,6 +65,8 @@ VARIANTS = {
     "chars": Variant("chars", True),
     # Token-aware and recency-weighted (the recommended RL setting, see bench/RESULTS.md).
     "calibrated": Variant("calibrated", True, ("chars", "tokens"), 4096, 512),
+    # Faster forgetting (about 4 steps): does a curve that lags less stop over-correcting?
+    "calibrated_fast": Variant("calibrated_fast", True, ("chars", "tokens"), 1024, 128),
     "chars_tokens": Variant("chars_tokens", True, ("chars", "tokens")),
     "chars_hl": Variant("chars_hl", True, ("chars",), 4096, 512),
     "tokens_hl": Variant("tokens_hl", True, ("tokens",), 4096, 512),

@@ -44,9 +44,11 @@ BUILTIN_SERIES = ("up", "scrape_duration_seconds", "scrape_samples_scraped", "sc
 def settings_env_names(root: Path) -> frozenset[str]:
     """REWARDCAL_* variables the service reads: every settings field, plus the few read
     directly (string literals in service/, e.g. REWARDCAL_BUILD_THREADS)."""
-    settings = importlib.import_module("rewardcal.config").Settings
-    prefix = settings.model_config.get("env_prefix", "REWARDCAL_")
-    names = {f"{prefix}{name}".upper() for name in settings.model_fields}
+    config = importlib.import_module("rewardcal.config")
+    prefix = config.Settings.model_config.get("env_prefix", "REWARDCAL_")
+    # settings_fields: the nested calibration config spelled out knob by knob, as users set
+    # it (REWARDCAL_CALIBRATION_FRAC, ...).
+    names = {f"{prefix}{name}".upper() for name in config.settings_fields()}
     for path in (root / "service").rglob("*.py"):
         names.update(re.findall(r"[\"'](REWARDCAL_[A-Z0-9_]+)[\"']", path.read_text("utf-8")))
     return frozenset(names)

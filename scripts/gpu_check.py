@@ -549,7 +549,8 @@ async def parity(arch: str, workdir: Path, profile: Profile, timeout_s: float) -
     )
     try:
         await asyncio.wait_for(backend.start(), timeout_s)
-        tokenizer = backend.tokenizer
+        assert backend.artifacts is not None
+        tokenizer = backend.artifacts.tokenizer
         texts = [
             formatting.render_messages(tokenizer, formatting.pair_messages("Question?", t))
             for t in PARITY_TEXTS

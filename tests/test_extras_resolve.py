@@ -51,6 +51,20 @@ def resolve(tmp_path: Path, extras: str, *also: str) -> list[dict]:
     project.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, project / name)
+    # Empty package folders under the names package-dir maps (setuptools wants them), and the
+    # client distribution the server requires (from its folder: it is not on an index).
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    for package in setuptools["packages"]:
+        top, *rest = package.split(".")
+        folder = project / setuptools["package-dir"][top] / Path(*rest)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "__init__.py").touch()
+    client = tmp_path / "client"
+    client.mkdir()
+    shutil.copy(ROOT / "client" / "pyproject.toml", client / "pyproject.toml")
+    shutil.copy(ROOT / "client" / "README.md", client / "README.md")
+    (client / "rewardcal_client").mkdir()
+    (client / "rewardcal_client" / "__init__.py").touch()
     report = tmp_path / "report.json"
     command = [
         sys.executable,
@@ -64,6 +78,7 @@ def resolve(tmp_path: Path, extras: str, *also: str) -> list[dict]:
         "--report",
         str(report),
         f"{project}[{extras}]",
+        str(client),
         *also,
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)

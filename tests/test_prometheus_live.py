@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 from rewardcal.api import create_app
 from rewardcal.config import Settings
 from tests.fakes import FakeBackend
-from tests.test_deploy import rules
+from tests.test_deploy import promql, rules
 
 pytestmark = pytest.mark.slow
 
@@ -217,7 +217,7 @@ def _dashboard_queries() -> list[tuple[str, str]]:
     files = rules.DeployFiles.load(ROOT)
     out = []
     for where, expr in rules.dashboard_exprs(files.dashboard):
-        concrete = re.sub(r"\$\{?(model|group)\}?", ".*", rules.promql_for_promtool(expr))
+        concrete = re.sub(r"\$\{?(model|group)\}?", ".*", promql.concrete(expr))
         out.append((where, concrete))
     return out
 
