@@ -276,9 +276,8 @@ def main() -> int:
         specs["vllm"] = serving.ServerSpec(
             "vllm",
             "vLLM OpenAI server (API-server process)",
-            # Started from the state folder, not the repository: ``python -m`` puts the
-            # working directory on sys.path, where kernels/ would shadow Hugging Face's
-            # ``kernels`` package that vLLM's CPU platform imports.
+            # Started from the state folder, not the repository (vLLM's own server, without
+            # the checkout on sys.path).
             ["sh", "-c", 'cd "$0" && exec "$@"', str(state)]
             + [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
             + ["--runner", "pooling", "--served-model-name", SERVED_NAME]
@@ -297,14 +296,34 @@ def main() -> int:
             False,
             600.0,
         )
+
+    class Running(serving.Server):
+        """bench/serving.py's server (a benchkit process group) with the calls used here."""
+
+        pgid = property(lambda self: self.process.pid)  # own session: pid == group id
+
+        def start(self) -> None:
+            self.process.start()
+
+        def wait_ready(self) -> None:
+            self.started_in_s = self.process.wait_ready(
+                self.base + self.spec.ready_path, self.spec.start_timeout_s
+            )
+
+        def log_tail(self) -> str:
+            return self.process.log_tail()
+
+        def stop(self) -> None:
+            self.process.stop()
+
     procs = {}
-    standin = serving.ServerProcess(specs["standin"], standin_port, state)
+    standin = Running(specs["standin"], standin_port, state)
     results: dict[str, list[dict[str, Any]]] = {}
     try:
         standin.start()
         standin.wait_ready()
         for key in [k for k in specs if k != "standin"]:
-            procs[key] = serving.ServerProcess(specs[key], serving.free_port(), state)
+            procs[key] = Running(specs[key], serving.free_port(), state)
             procs[key].start()
         for proc in procs.values():
             proc.wait_ready()
