@@ -186,6 +186,35 @@ async def test_an_input_the_server_refuses_fails_only_its_own_request(
     assert all(o == [2.0] for n, o in enumerate(outcomes) if n != 3)
 
 
+@pytest.mark.parametrize(
+    ("answer", "fragment"),
+    [
+        ({"data": [{"index": 0, "probs": ["nan"]}]}, "non-finite score"),
+        ({"data": [{"index": 0, "probs": ["-inf"]}]}, "non-finite score"),
+        ({"data": [{"index": 0, "probs": [1.0]}, {"index": 0, "probs": [2.0]}]}, "inputs"),
+        ({"data": [{"index": 5, "probs": [1.0]}]}, "indices missing or repeated"),
+        ({"data": [{"probs": [1.0]}]}, "unexpected answer"),
+    ],
+)
+async def test_an_answer_the_service_cannot_trust_is_a_backend_error(
+    tiny_models: dict[str, Path], answer: dict[str, Any], fragment: str
+) -> None:
+    """A NaN score would poison the calibration window; a missing or repeated index would
+    hand one input another's score."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json=_models_answer(MODEL_NAME))
+        return httpx.Response(200, json=answer)
+
+    backend = await _mock_backend(tiny_models, handler)
+    with pytest.raises(ServiceError) as info:
+        await backend.score([[1, 2]])
+    await backend.stop()
+    assert info.value.error_type is ErrorType.BACKEND
+    assert fragment in info.value.message
+
+
 @pytest.mark.parametrize("failure", [httpx.ConnectError, httpx.ReadTimeout, 500, 502, 503])
 async def test_retries_connection_errors_and_5xx_then_succeeds(
     tiny_models: dict[str, Path], failure: int | type[Exception]

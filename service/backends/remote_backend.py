@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -278,10 +279,15 @@ class RemoteBackend(RewardBackend):
             raise _Refused(
                 f"remote vLLM server at {self._base_url} sent an unexpected answer: {exc!r}"
             ) from None
-        if len(scores) != len(batch):
+        if [int(d["index"]) for d in data] != list(range(len(batch))):
             raise _Refused(
-                f"remote vLLM server returned {len(scores)} scores for {len(batch)} inputs"
+                f"remote vLLM server returned {len(scores)} scores for {len(batch)} inputs "
+                "(indices missing or repeated)"
             )
+        if not all(math.isfinite(s) for s in scores):
+            # A NaN or infinite score would enter the calibration window and every later
+            # curve; refused like a bad answer, so only the input behind it fails.
+            raise _Refused(f"remote vLLM server at {self._base_url} returned a non-finite score")
         return scores
 
     async def _send(
