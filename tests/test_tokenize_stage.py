@@ -92,3 +92,24 @@ async def test_a_bad_input_fails_its_own_request_only(bert_tokenizer: Any) -> No
         stage.close()
     assert isinstance(bad, ServiceError) and "input 0" in bad.message
     assert not isinstance(good, BaseException) and len(good.token_ids) == 1
+
+
+async def test_a_pass_mixing_requests_with_and_without_offsets_keeps_each_answer(
+    bert_tokenizer: Any,
+) -> None:
+    """Only requests that count ``tokens`` need character offsets (the encode without them
+    is cheaper); one pass serving both gives each the ids and features it gets alone."""
+    texts = _texts(24, seed=3)
+    inputs = [ScoreInput(text=t, response=t[len(t) // 2 :]) for t in texts]
+    wants = [frozenset({"chars", "tokens"}) if i % 2 else frozenset({"chars"}) for i in range(24)]
+    stage = TokenizeStage(bert_tokenizer, truncation="right")
+    try:
+        mixed = await asyncio.gather(
+            *(stage.prepare([x], 256, w) for x, w in zip(inputs, wants, strict=True))
+        )
+        alone = [await stage.prepare([x], 256, frozenset({"chars", "tokens"})) for x in inputs]
+    finally:
+        stage.close()
+    for got, ref, want in zip(mixed, alone, wants, strict=True):
+        assert got.token_ids == ref.token_ids
+        assert got.features == [{k: v for k, v in ref.features[0].items() if k in want}]

@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from fastapi import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 CLIENT_CLOSED = 499
 """nginx's status for a request whose client closed the connection before the answer."""
@@ -24,11 +25,38 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-async def _wait_for_disconnect(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
+class ClientGone(Exception):
+    """The client disconnected before its answer; its work was cancelled."""
+
+
+async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """Await ``work`` in the current task, cancelling it if the client disconnects first
+    (then ``ClientGone``). Call it once the body was read: the watcher takes every later
+    message, and the only one that can come is ``http.disconnect``."""
+    current = asyncio.current_task()
+    if current is None:  # not in a task (nothing to cancel)
+        return await work
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        current.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        current.uncancel()
+        raise ClientGone from None
+    finally:
+        # No await between the work's end and here: the watcher cannot cancel a request
+        # that already has its answer.
+        watcher.cancel()
 
 
 def with_cancellation(
@@ -44,28 +72,11 @@ def with_cancellation(
     @functools.wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T | Response:
         request: Any = kwargs.get("raw_request")
-        current = asyncio.current_task()
-        if not isinstance(request, Request) or current is None:
+        if not isinstance(request, Request):
             return await handler(*args, **kwargs)
-        gone = False
-
-        async def watch() -> None:
-            nonlocal gone
-            await _wait_for_disconnect(request)
-            gone = True
-            current.cancel()
-
-        watcher = asyncio.ensure_future(watch())
         try:
-            return await handler(*args, **kwargs)
-        except asyncio.CancelledError:
-            if not gone:
-                raise
-            current.uncancel()
+            return await cancel_on_disconnect(request.receive, handler(*args, **kwargs))
+        except ClientGone:
             return Response(status_code=CLIENT_CLOSED)  # nobody is listening
-        finally:
-            # No await between the handler's end and here: the watcher cannot cancel a
-            # request that already has its answer.
-            watcher.cancel()
 
     return wrapper

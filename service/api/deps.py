@@ -7,7 +7,7 @@ calibration state, admin keys (``admin_api_keys``) also change it."""
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
@@ -19,21 +19,30 @@ from rewardcal.runtime import Runtime
 # dependencies in a worker thread, a thread hand-off per dependency per request.
 
 
-async def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+def started_runtime(runtime: Runtime | None) -> Runtime:
     if runtime is None:
         raise ServiceError(ErrorType.NOT_READY, "the service is starting")
     return runtime
+
+
+def ready_runtime(runtime: Runtime | None) -> Runtime:
+    """The runtime if it can score; else 503 (starting, or the model still loading)."""
+    runtime = started_runtime(runtime)
+    if not runtime.ready.is_set():
+        detail = runtime.start_error or "the model is still loading"
+        raise ServiceError(ErrorType.NOT_READY, detail, headers={"Retry-After": "5"})
+    return runtime
+
+
+async def get_runtime(request: Request) -> Runtime:
+    return started_runtime(getattr(request.app.state, "runtime", None))
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 async def require_ready(runtime: RuntimeDep) -> Runtime:
-    if not runtime.ready.is_set():
-        detail = runtime.start_error or "the model is still loading"
-        raise ServiceError(ErrorType.NOT_READY, detail, headers={"Retry-After": "5"})
-    return runtime
+    return ready_runtime(runtime)
 
 
 ReadyRuntime = Annotated[Runtime, Depends(require_ready)]
@@ -49,8 +58,13 @@ def _key_matches(presented: str, keys: list[str]) -> bool:
 
 
 def _settings(request: Request) -> Settings:
-    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-    return runtime.settings if runtime is not None else request.app.state.settings
+    return settings_of(request.app.state)
+
+
+def settings_of(state: Any) -> Settings:
+    """The running settings (the runtime's once started) of an app's ``state``."""
+    runtime: Runtime | None = getattr(state, "runtime", None)
+    return runtime.settings if runtime is not None else state.settings
 
 
 def _presented_key(authorization: str | None, settings: Settings) -> str:
@@ -67,13 +81,16 @@ def _presented_key(authorization: str | None, settings: Settings) -> str:
     return token
 
 
+def check_api_key(authorization: str | None, settings: Settings) -> None:
+    """Scoring and reading: any configured key (scoring or admin). Open with no keys."""
+    if settings.keys_required:
+        _presented_key(authorization, settings)
+
+
 async def require_api_key(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> None:
-    """Scoring and reading: any configured key (scoring or admin). Open with no keys."""
-    settings = _settings(request)
-    if settings.keys_required:
-        _presented_key(authorization, settings)
+    check_api_key(authorization, _settings(request))
 
 
 async def require_admin_key(
@@ -113,8 +130,11 @@ def security_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
+GROUP_HEADER_MAX_LENGTH = 64
+
+
 async def calibration_group(
-    x_calibration_group: Annotated[str | None, Header(max_length=64)] = None,
+    x_calibration_group: Annotated[str | None, Header(max_length=GROUP_HEADER_MAX_LENGTH)] = None,
 ) -> str | None:
     return x_calibration_group
 

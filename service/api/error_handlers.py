@@ -26,7 +26,7 @@ def error_response(
     return JSONResponse(body, status_code=body["error"]["code"], headers=headers)
 
 
-def _describe_validation(errors: list[dict[str, Any]]) -> tuple[ErrorType, str]:
+def describe_validation(errors: list[dict[str, Any]]) -> tuple[ErrorType, str]:
     if any(e.get("type") == "json_invalid" for e in errors):
         return ErrorType.INVALID_REQUEST, "request body is not valid JSON"
     for error in errors:
@@ -57,7 +57,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        error_type, message = _describe_validation(list(exc.errors()))
+        error_type, message = describe_validation(list(exc.errors()))
         return error_response(error_type, message)
 
     @app.exception_handler(StarletteHTTPException)

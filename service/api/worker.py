@@ -39,4 +39,4 @@ def create_worker_app() -> FastAPI:
     settings = Settings(**data)
     configure_logging(settings.log_level)
     assert settings.model_path is not None
-    return create_app(settings, settings.model_path)
+    return create_app(settings, settings.model_path, freeze_heap=True)

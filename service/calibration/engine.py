@@ -16,6 +16,8 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from rewardcal.calibration.config import StreamConfig
 from rewardcal.calibration.curve import Curve, fit_curve
 from rewardcal.calibration.models import GROUP_PATTERN, StreamStateModel
@@ -23,6 +25,7 @@ from rewardcal.calibration.persistence import SnapshotStore, StreamSnapshot
 from rewardcal.calibration.stream import CalibrationStatus, CalibrationStream, CurveView
 from rewardcal.calibration.window import Array
 from rewardcal.errors import ErrorType, ServiceError
+from rewardcal.features import FEATURE_NAMES
 from rewardcal.metrics import CalibrationMetrics
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,35 @@ def validate_group(group: str | None) -> str:
     return group
 
 
+MAX_REFIT_PAUSE_S = 10.0
+"""The longest the refit budget holds refits back (a process's first fit also compiles
+the LOWESS kernels: seconds of CPU once, not a refit's cost)."""
+
+
+class RefitBudget:
+    """Background refits use at most ``share`` of one core, across all streams.
+
+    Without it the cadence is set by traffic alone: at 1,000 observations/s and
+    ``refit_every`` 256, a 16k-sample auto-span refit (50-100 ms of CPU) would run several
+    times a second, each on a window that moved by 2%, and take a third of a core from the
+    request path (bench/frontend.py). With it a refit that used t seconds of CPU is followed
+    by a pause of t/share - t (at most ``MAX_REFIT_PAUSE_S``); small windows, whose fits take
+    milliseconds, keep the configured cadence."""
+
+    def __init__(self, share: float) -> None:
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"refit CPU share must be in (0, 1], got {share}")
+        self.share = share
+        self._resume_at = 0.0
+
+    def ready(self, now: float) -> bool:
+        return now >= self._resume_at
+
+    def spent(self, cpu_seconds: float, now: float) -> None:
+        pause = min(cpu_seconds * (1.0 / self.share - 1.0), MAX_REFIT_PAUSE_S)
+        self._resume_at = max(self._resume_at, now + pause)
+
+
 class CalibrationEngine:
     def __init__(
         self,
@@ -54,8 +86,10 @@ class CalibrationEngine:
         snapshot_interval_s: float = 30.0,
         poll_interval_s: float = 0.2,
         idle_ttl_s: float = 0.0,
+        refit_cpu_share: float = 1.0,
         served_models: Sequence[str] | None = None,
     ) -> None:
+        """``refit_cpu_share``: see :class:`RefitBudget` (1.0: refits as often as due)."""
         self.defaults = defaults
         self.max_groups = max_groups
         self.idle_ttl_s = idle_ttl_s
@@ -67,6 +101,7 @@ class CalibrationEngine:
         self._metrics = metrics
         self._snapshot_interval_s = snapshot_interval_s
         self._poll_interval_s = poll_interval_s
+        self.refit_budget = RefitBudget(refit_cpu_share)
         self._streams: dict[tuple[str, str], CalibrationStream] = {}
         self._lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -274,13 +309,33 @@ class CalibrationEngine:
                 self._metrics.refit(stream.model, stream.group, curve, curve.stats.drift, elapsed)
         return curve
 
+    def warm_up(self) -> None:
+        """Fit a small synthetic window with the default config, so that what a first refit
+        loads (the compiled LOWESS kernels: ~0.5 s from numba's cache, seconds on a first
+        run) is loaded now, off the request path and before a server freezes its heap."""
+        config = self.defaults
+        if config.method == "none":
+            return
+        rng = np.random.default_rng(0)
+        n = max(config.min_samples, 64)
+        features = np.zeros((n, len(FEATURE_NAMES)))
+        features[:] = rng.integers(1, 2000, size=(n, 1))
+        fit_curve(config, features, features[:, 0] * 1e-3 + rng.normal(size=n), version=0)
+
     def refit_due(self) -> int:
-        """Fit every stream that is due now; returns how many were refitted."""
-        now = time.monotonic()
+        """Fit the streams that are due now, the longest unfitted first, while the refit
+        budget allows; returns how many were refitted."""
         fitted = 0
-        for stream in self.streams():
-            if stream.due(now) and self.fit_now(stream) is not None:
+        for stream in sorted(self.streams(), key=lambda s: s.last_fit_at):
+            now = time.monotonic()
+            if not self.refit_budget.ready(now):
+                break
+            if not stream.due(now):
+                continue
+            cpu = time.thread_time()  # the fit runs in this thread (the kernels too)
+            if self.fit_now(stream) is not None:
                 fitted += 1
+            self.refit_budget.spent(time.thread_time() - cpu, time.monotonic())
         return fitted
 
     # ---- snapshots -------------------------------------------------------------------------

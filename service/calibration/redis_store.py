@@ -191,6 +191,7 @@ class RedisCalibrationEngine(CalibrationEngine):
         buffer_size: int = 65_536,
         prefix: str = "rewardcal",
         fit: Any = fit_curve,
+        refit_cpu_share: float = 1.0,
         served_models: Sequence[str] | None = None,
     ) -> None:
         super().__init__(
@@ -200,6 +201,7 @@ class RedisCalibrationEngine(CalibrationEngine):
             metrics=metrics,
             poll_interval_s=poll_interval_s,
             idle_ttl_s=idle_ttl_s,
+            refit_cpu_share=refit_cpu_share,
             served_models=served_models,
         )
         self.url = url
@@ -582,6 +584,8 @@ class RedisCalibrationEngine(CalibrationEngine):
 
     async def _refit_due(self) -> None:
         for stream in self.streams():
+            if not self.refit_budget.ready(time.monotonic()):
+                return
             key = (stream.model, stream.group)
             if key not in self._fitting and self._due(stream):
                 await self._refit(stream)
@@ -611,8 +615,9 @@ class RedisCalibrationEngine(CalibrationEngine):
                 return None
             features, raw = _unpack(rows)
             started = time.perf_counter()
-            fitted: Curve = await asyncio.to_thread(self._fit, config, features, raw, 0)
+            fitted, cpu = await asyncio.to_thread(self._timed_fit, config, features, raw)
             elapsed = time.perf_counter() - started
+            self.refit_budget.spent(cpu, time.monotonic())
             # The store assigns the version; the drift is measured here, from the curve
             # this process last saw calibrate the group.
             replaces = stream.current_curve or stream.reference_curve
@@ -657,6 +662,12 @@ class RedisCalibrationEngine(CalibrationEngine):
         self._dirty.add(key)
         await self._sync(*key)
         return int(version)
+
+    def _timed_fit(self, config: StreamConfig, features: Array, raw: Array) -> tuple[Curve, float]:
+        """The fit and the CPU seconds it took (its thread's), for the refit budget."""
+        cpu = time.thread_time()
+        fitted: Curve = self._fit(config, features, raw, 0)
+        return fitted, time.thread_time() - cpu
 
     async def _renew(self, lock: str, token: str, ttl_ms: int) -> None:
         while True:

@@ -113,6 +113,12 @@ class CalibrationStream:
                 used.update(component.feature for component in active.components)
             return CurveView(self.group, version, status, config.method, active, frozenset(used))
 
+    @property
+    def last_fit_at(self) -> float:
+        """``time.monotonic()`` of the last fit (or of the stream's creation)."""
+        with self._lock:
+            return self._last_fit_at
+
     def touch(self) -> None:
         self.last_used_at = time.time()
 

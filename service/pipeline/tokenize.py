@@ -229,7 +229,10 @@ class TokenizeStage:
                 part = str(bos) + part  # the text carries its own BOS: keep it in front
             parts.append(part)
             specials.append(add)
-        encoded = self._encoder.encode(parts, specials)
+        # Character offsets (costly: ~20% of an encode) only where the tokens feature reads
+        # them, see _count_tokens.
+        offsets = ["tokens" in item.job.features for item in items]
+        encoded = self._encoder.encode(parts, specials, offsets)
         for item, part, (ids, encoding), add in zip(items, parts, encoded, specials, strict=True):
             assert item.text is not None
             if part is item.text:
@@ -278,7 +281,8 @@ class TokenizeStage:
                 if len(item.response) <= bound
                 else formatting.cut_text(item.response, bound, "right")
             )
-        counts = [len(ids) for ids, _ in self._encoder.encode(heads, [False] * len(heads))]
+        encoded = self._encoder.encode(heads, [False] * len(heads), [False] * len(heads))
+        counts = [len(ids) for ids, _ in encoded]
         for item, head, count in zip(rest, heads, counts, strict=True):
             # Beyond the bound, estimated from the part counted (the tokens of a huge response).
             item.response_tokens = (
@@ -344,26 +348,46 @@ class _Encoder:
             self._fast.no_truncation()
             self._fast.no_padding()
 
-    def encode(self, texts: list[str], add_special: list[bool]) -> list[tuple[list[int], Any]]:
-        """Per text its ids and, from a fast tokenizer, its ``Encoding`` (else None)."""
+    def encode(
+        self, texts: list[str], add_special: list[bool], offsets: list[bool]
+    ) -> list[tuple[list[int], Any]]:
+        """Per text its ids and, from a fast tokenizer where ``offsets`` asks for them, its
+        ``Encoding`` with character offsets (else None)."""
         out: list[tuple[list[int], Any]] = [([], None)] * len(texts)
         for flag in (True, False):
-            picked = [i for i, add in enumerate(add_special) if add is flag]
-            if not picked:
-                continue
-            batch = [texts[i] for i in picked]
-            if self._fast is not None:
-                for i, e in zip(
-                    picked, self._fast.encode_batch(batch, add_special_tokens=flag), strict=True
-                ):
-                    out[i] = (e.ids, e)
-            else:
-                ids = self._tokenizer(
-                    batch, add_special_tokens=flag, truncation=False, verbose=False
-                )["input_ids"]
-                for i, row in zip(picked, ids, strict=True):
-                    out[i] = (list(row), None)
+            for with_offsets in (True, False):
+                picked = [
+                    i
+                    for i, (add, want) in enumerate(zip(add_special, offsets, strict=True))
+                    if add is flag and want is with_offsets
+                ]
+                if picked:
+                    self._encode_some(texts, picked, flag, with_offsets, out)
         return out
+
+    def _encode_some(
+        self,
+        texts: list[str],
+        picked: list[int],
+        add_special: bool,
+        with_offsets: bool,
+        out: list[tuple[list[int], Any]],
+    ) -> None:
+        batch = [texts[i] for i in picked]
+        if self._fast is None:
+            ids = self._tokenizer(
+                batch, add_special_tokens=add_special, truncation=False, verbose=False
+            )["input_ids"]
+            for i, row in zip(picked, ids, strict=True):
+                out[i] = (list(row), None)
+        elif with_offsets:
+            encodings = self._fast.encode_batch(batch, add_special_tokens=add_special)
+            for i, e in zip(picked, encodings, strict=True):
+                out[i] = (e.ids, e)
+        else:  # the same ids without computing offsets
+            encodings = self._fast.encode_batch_fast(batch, add_special_tokens=add_special)
+            for i, e in zip(picked, encodings, strict=True):
+                out[i] = (e.ids, None)
 
 
 def _tokens_between(encoding: Any, start: int, end: int) -> int:

@@ -18,6 +18,7 @@ from rewardcal.api.routes.common import (
 from rewardcal.errors import error_responses
 from rewardcal.formatting import pair_messages
 from rewardcal.mathutil import sigmoid
+from rewardcal.runtime import Runtime
 from rewardcal.scoring import ALL_FEATURES, ScoredItem, ScoreInput
 from rewardcal_client.protocol.common import Usage
 from rewardcal_client.protocol.native import (
@@ -33,18 +34,10 @@ from rewardcal_client.protocol.native import (
 router = APIRouter(tags=["native"])
 
 
-@router.post(
-    "/v1/rewards",
-    response_model=RewardsResponse,
-    responses=error_responses(*SCORING_ERRORS),
-    summary="Score (prompt, response) pairs or conversations",
-)
-@with_cancellation
-async def create_rewards(
-    body: RewardsRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
+async def rewards_answer(
+    body: RewardsRequest, runtime: Runtime, header_group: str | None
 ) -> Response:
-    """Raw and calibrated rewards. For ``messages`` the last assistant turn is the response
-    whose length (and other features) calibration measures."""
+    """``/v1/rewards`` (see :func:`create_rewards`)."""
     model = resolve_model(runtime, body.model)
     inputs = []
     for item in body.items:
@@ -91,18 +84,10 @@ def _side(item: ScoredItem) -> CompareSide:
     )
 
 
-@router.post(
-    "/v1/rewards/compare",
-    response_model=CompareResponse,
-    responses=error_responses(*SCORING_ERRORS),
-    summary="Score DPO pairs: calibrated margin and P(chosen preferred)",
-)
-@with_cancellation
-async def compare(
-    body: CompareRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
+async def compare_answer(
+    body: CompareRequest, runtime: Runtime, header_group: str | None
 ) -> Response:
-    """Both sides are scored in one pass and calibrated with the same curve, so the
-    calibrated margin removes the length difference between chosen and rejected."""
+    """``/v1/rewards/compare`` (see :func:`compare`)."""
     model = resolve_model(runtime, body.model)
     inputs: list[ScoreInput] = []
     for pair in body.pairs:
@@ -142,3 +127,37 @@ async def compare(
             usage=Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
         )
     )
+
+
+# The routes declare the protocol (OpenAPI, docs); POSTs to their exact paths are served by
+# rewardcal.api.scoring_asgi, which calls the same *_answer functions.
+
+
+@router.post(
+    "/v1/rewards",
+    response_model=RewardsResponse,
+    responses=error_responses(*SCORING_ERRORS),
+    summary="Score (prompt, response) pairs or conversations",
+)
+@with_cancellation
+async def create_rewards(
+    body: RewardsRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
+) -> Response:
+    """Raw and calibrated rewards. For ``messages`` the last assistant turn is the response
+    whose length (and other features) calibration measures."""
+    return await rewards_answer(body, runtime, header_group)
+
+
+@router.post(
+    "/v1/rewards/compare",
+    response_model=CompareResponse,
+    responses=error_responses(*SCORING_ERRORS),
+    summary="Score DPO pairs: calibrated margin and P(chosen preferred)",
+)
+@with_cancellation
+async def compare(
+    body: CompareRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
+) -> Response:
+    """Both sides are scored in one pass and calibrated with the same curve, so the
+    calibrated margin removes the length difference between chosen and rejected."""
+    return await compare_answer(body, runtime, header_group)

@@ -14,6 +14,7 @@ from rewardcal.api.routes.common import (
     score_with_timeout,
 )
 from rewardcal.errors import error_responses
+from rewardcal.runtime import Runtime
 from rewardcal.scoring import ScoreInput
 from rewardcal_client.protocol.openrlhf import GetRewardRequest, GetRewardResponse
 
@@ -31,25 +32,10 @@ def response_part(query: str, prompt: str | None) -> str | None:
     return None
 
 
-@router.post(
-    "/get_reward",
-    response_model=GetRewardResponse,
-    responses=error_responses(*SCORING_ERRORS),
-    summary="OpenRLHF remote reward (v0.8 batches and v0.9+ single samples)",
-)
-@with_cancellation
-async def get_reward(
-    body: GetRewardRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
+async def get_reward_answer(
+    body: GetRewardRequest, runtime: Runtime, header_group: str | None
 ) -> Response:
-    """``query`` holds templated prompt+response texts, scored as they are. The response part
-    (measured for calibration) is ``query[len(prompt):]`` when ``prompts`` are given and the
-    query starts with its prompt, else it is located with the chat template (the whole
-    query when the template cannot locate it: ``extra_logs.response_located`` is 0).
-    ``rewards`` and ``scores`` are calibrated; ``extra_logs`` carries the raw reward and the
-    response length, and ``prompt_matched`` (1 when the query starts with its prompt, 0 when
-    a prompt was given but does not start the query: a client whose prompts and queries
-    disagree). ``prompts`` or ``labels`` of another length than ``query`` are refused
-    (422)."""
+    """``/get_reward`` (see :func:`get_reward`)."""
     prompts: list[str | None] = list(body.prompts) if body.prompts else [None] * len(body.query)
     inputs = [
         ScoreInput(text=query, response=response_part(query, prompt))
@@ -85,3 +71,29 @@ async def get_reward(
             },
         )
     )
+
+
+# The route declares the protocol (OpenAPI, docs); POSTs to its exact path are served by
+# rewardcal.api.scoring_asgi, which calls get_reward_answer.
+
+
+@router.post(
+    "/get_reward",
+    response_model=GetRewardResponse,
+    responses=error_responses(*SCORING_ERRORS),
+    summary="OpenRLHF remote reward (v0.8 batches and v0.9+ single samples)",
+)
+@with_cancellation
+async def get_reward(
+    body: GetRewardRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
+) -> Response:
+    """``query`` holds templated prompt+response texts, scored as they are. The response part
+    (measured for calibration) is ``query[len(prompt):]`` when ``prompts`` are given and the
+    query starts with its prompt, else it is located with the chat template (the whole
+    query when the template cannot locate it: ``extra_logs.response_located`` is 0).
+    ``rewards`` and ``scores`` are calibrated; ``extra_logs`` carries the raw reward and the
+    response length, and ``prompt_matched`` (1 when the query starts with its prompt, 0 when
+    a prompt was given but does not start the query: a client whose prompts and queries
+    disagree). ``prompts`` or ``labels`` of another length than ``query`` are refused
+    (422)."""
+    return await get_reward_answer(body, runtime, header_group)

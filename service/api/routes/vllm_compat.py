@@ -99,21 +99,10 @@ def _usage(result: ScoreResult) -> VllmUsage:
     return VllmUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens)
 
 
-@router.post(
-    "/classify",
-    response_model=ClassifyResponse,
-    responses=error_responses(*SCORING_ERRORS),
-    summary="vLLM-compatible classify (calibrated reward in probs)",
-)
-@with_cancellation
-async def classify(
-    body: ClassifyRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
+async def classify_answer(
+    body: ClassifyRequest, runtime: Runtime, header_group: str | None
 ) -> Response:
-    """vLLM's ``/classify``. Text ``input`` is already templated and scored as is; the
-    response measured for calibration is located in it with the model's chat template (after
-    the last assistant header, before the end-of-turn), or is the whole text when the
-    template cannot locate it (``response_located: false``). ``messages`` use the model's
-    chat template and their last assistant turn is the response."""
+    """``/classify``: ``data[i].probs`` is ``[calibrated score]`` (see :func:`classify`)."""
     model, result = await _score(body, runtime, header_group)
     apply = body.apply_activation
     return json_response(
@@ -138,18 +127,10 @@ async def classify(
     )
 
 
-@router.post(
-    "/pooling",
-    response_model=PoolingResponse,
-    responses=error_responses(*SCORING_ERRORS),
-    summary="vLLM-compatible pooling with task classify (verl)",
-)
-@with_cancellation
-async def pooling(
-    body: ClassifyRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
+async def pooling_answer(
+    body: ClassifyRequest, runtime: Runtime, header_group: str | None
 ) -> Response:
-    """vLLM's ``/pooling`` for a classify task: ``data[i].data`` (and ``data[i].probs``)
-    hold ``[calibrated score]``."""
+    """``/pooling``: ``data[i].data`` and ``data[i].probs`` are ``[calibrated score]``."""
     model, result = await _score(body, runtime, header_group)
     apply = body.apply_activation
     return json_response(
@@ -172,3 +153,40 @@ async def pooling(
             calibration=calibration_info(result),
         )
     )
+
+
+# The routes below declare the protocol (OpenAPI, docs); POSTs to their exact paths are
+# served by rewardcal.api.scoring_asgi, which calls the same *_answer functions.
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    responses=error_responses(*SCORING_ERRORS),
+    summary="vLLM-compatible classify (calibrated reward in probs)",
+)
+@with_cancellation
+async def classify(
+    body: ClassifyRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
+) -> Response:
+    """vLLM's ``/classify``. Text ``input`` is already templated and scored as is; the
+    response measured for calibration is located in it with the model's chat template (after
+    the last assistant header, before the end-of-turn), or is the whole text when the
+    template cannot locate it (``response_located: false``). ``messages`` use the model's
+    chat template and their last assistant turn is the response."""
+    return await classify_answer(body, runtime, header_group)
+
+
+@router.post(
+    "/pooling",
+    response_model=PoolingResponse,
+    responses=error_responses(*SCORING_ERRORS),
+    summary="vLLM-compatible pooling with task classify (verl)",
+)
+@with_cancellation
+async def pooling(
+    body: ClassifyRequest, runtime: ReadyRuntime, header_group: GroupHeader, raw_request: Request
+) -> Response:
+    """vLLM's ``/pooling`` for a classify task: ``data[i].data`` (and ``data[i].probs``)
+    hold ``[calibrated score]``."""
+    return await pooling_answer(body, runtime, header_group)
