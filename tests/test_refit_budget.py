@@ -75,3 +75,31 @@ def test_warm_up_fits_without_touching_any_stream() -> None:
     view = engine.current("m", "g")
     assert view.status is CalibrationStatus.WARMING_UP  # nothing was fitted for real
     CalibrationEngine(StreamConfig(method="none")).warm_up()  # nothing to load
+
+
+def test_fits_run_with_one_blas_thread_and_restore_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Extra OpenBLAS threads spin through a refit's vector products without speeding it
+    up (2x the CPU measured with two): a fit runs with one, the setting is restored."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from rewardcal.calibration import curve
+
+    def blas_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    seen: list[set[int]] = []
+    fit = curve._fit_window
+
+    def spy(*args: object, **kwargs: object) -> curve.WindowFit:
+        seen.append(blas_threads())
+        return fit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(curve, "_fit_window", spy)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert blas_threads() == {2}
+        rng = np.random.default_rng(0)
+        features = np.zeros((200, 3))
+        features[:, 0] = rng.integers(1, 500, 200)
+        curve.fit_curve(StreamConfig(frac=0.5), features, rng.normal(size=200))
+        assert seen == [{1}]
+        assert blas_threads() == {2}

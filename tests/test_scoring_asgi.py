@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -117,8 +118,14 @@ def test_the_fast_path_serves_every_scoring_route(both: tuple[TestClient, TestCl
     fast, _ = both
     app = fast.app
     assert isinstance(app, FastAPI) and isinstance(app.middleware_stack, ScoringFastPath)
-    declared = {route.path for route in app.routes if "POST" in getattr(route, "methods", ())}
-    assert set(SCORING_ENDPOINTS) <= declared  # each has its declared route (OpenAPI)
+    declared = {
+        route.path: route.body_field.field_info.annotation
+        for route in app.routes
+        if isinstance(route, APIRoute) and "POST" in route.methods and route.body_field
+    }
+    for path, endpoint in SCORING_ENDPOINTS.items():
+        # Each has its declared route (OpenAPI), validating the same request model.
+        assert declared[path] is endpoint.request, path
 
 
 @pytest.mark.parametrize("path", sorted(GOOD))

@@ -13,11 +13,14 @@ CPU per one-sample request (bench/frontend.py): the router's regex scan, the dep
 solver and its header lookups, per-request exit stacks, parsing the body to Python objects
 with ``json.loads`` before validating them, and three exception-handling layers.
 
-Behaviour is FastAPI's, answer for answer: a body that does not validate is parsed again the
-way FastAPI parses it (``json.loads``, then the model) so that every error keeps the message
-and status it had, through the same envelope code (tests/test_scoring_asgi.py compares both
-paths on good and bad requests). The request-context middleware (request id, body limit,
-metrics) wraps both paths.
+One order differs, on purpose: the key is checked before the body is read (FastAPI parses
+the JSON first, so a keyless request with broken JSON got 400; here it gets 401).
+
+Otherwise behaviour is FastAPI's, answer for answer: a body that does not validate is
+parsed again the way FastAPI parses it (``json.loads``, then the model) so that every error
+keeps the message and status it had, through the same envelope code
+(tests/test_scoring_asgi.py compares both paths on good and bad requests). The
+request-context middleware (request id, body limit, metrics) wraps both paths.
 """
 
 from __future__ import annotations

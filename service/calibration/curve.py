@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import Field, model_validator
 from scipy.stats import rankdata, spearmanr
 
+from rewardcal.calibration.blas import one_blas_thread
 from rewardcal.calibration.config import (
     MAX_ALPHA,
     FeatureName,
@@ -219,6 +220,20 @@ def _estimator(
 
 
 def fit_window(
+    config: StreamConfig,
+    features: Array,
+    raw: Array,
+    version: int = 0,
+    *,
+    pairs: int | None = None,
+    mean_radius: Mapping[str, float] | None = None,
+) -> WindowFit:
+    """:func:`_fit_window` with one BLAS thread (see rewardcal.calibration.blas)."""
+    with one_blas_thread():
+        return _fit_window(config, features, raw, version, pairs=pairs, mean_radius=mean_radius)
+
+
+def _fit_window(
     config: StreamConfig,
     features: Array,
     raw: Array,
