@@ -5,8 +5,9 @@ refit's numeric work is the compiled LOWESS sums plus small vector products, whi
 extra threads do not speed up: 16k-sample auto-span refits back to back with two BLAS
 threads took the same ~50 ms of wall time but 106 ms of CPU instead of 49
 (bench/bench_refit_cpu.py), the second core's share taken from the request path and unseen
-by the refit budget, which reads the fitting thread's own time. threadpoolctl limits numpy's BLAS only (torch's own threads are
-another library) and restores the setting after the fit.
+by the refit budget, which reads the fitting thread's own time. threadpoolctl limits
+numpy's BLAS only (torch's own threads are another library) and restores the setting after
+the fit.
 """
 
 from __future__ import annotations
