@@ -35,10 +35,15 @@ from pydantic import ValidationError
 from rewardcal import formatting
 from rewardcal.api import create_app
 from rewardcal.backends import BackendStartError, create_backend
-from rewardcal.backends.remote_backend import RemoteBackend
+from rewardcal.backends.remote_backend import (
+    MAX_FORWARDED_IDS,
+    RemoteBackend,
+    upstream_request_id,
+)
 from rewardcal.backends.transformers_backend import TransformersBackend
 from rewardcal.config import Settings
 from rewardcal.errors import ErrorType, ServiceError
+from rewardcal.log_context import request_id_var
 from tests.conftest import wait_ready
 from tests.live_server import free_port
 
@@ -88,6 +93,7 @@ class Call:
 
     path: str
     content: bytes
+    request_id: str | None = None
 
 
 Reply = tuple[int, Any] | str
@@ -115,7 +121,8 @@ class ScriptedUpstream:
         await self._runner.cleanup()
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        reply = self._handler(Call(request.path, await request.read()))
+        content = await request.read()
+        reply = self._handler(Call(request.path, content, request.headers.get("X-Request-ID")))
         if reply == "drop":
             assert request.transport is not None
             request.transport.close()
@@ -233,6 +240,46 @@ async def test_concurrent_requests_share_upstream_calls_and_keep_their_scores(
     assert results == [[float(len(a)), float(len(b))] for a, b in requests]
     assert len(calls) < len(requests)
     assert sum(len(call) for call in calls) == 2 * len(requests)
+
+
+async def test_upstream_calls_name_the_requests_they_carry(
+    upstream: Upstream, tiny_models: dict[str, Path]
+) -> None:
+    """X-Request-ID of a call: the ids of its requests (the incoming X-Request-IDs), so the
+    vLLM server's log and ours name the same requests."""
+    seen: list[tuple[str | None, int]] = []
+
+    def answer(request: Call) -> Reply:
+        if request.path == "/v1/models":
+            return 200, _models_answer(MODEL_NAME)
+        inputs = json.loads(request.content)["input"]
+        seen.append((request.request_id, len(inputs)))
+        return 200, {"data": [{"index": i, "probs": [1.0]} for i in range(len(inputs))]}
+
+    backend = await _mock_backend(upstream, tiny_models, answer)
+
+    async def scored_as(request_id: str) -> list[float]:
+        request_id_var.set(request_id)  # as the middleware sets it (this task's context)
+        return await backend.score([[1, 2]])
+
+    await asyncio.create_task(scored_as("alone-1"))
+    assert len(seen) == 1 and seen[0][1] == 1
+    assert re.fullmatch(r"alone-1-[0-9a-f]{12}", str(seen[0][0]))  # a fresh suffix per call
+    seen.clear()
+    await asyncio.gather(*(scored_as(f"r{n}") for n in range(20)))
+    await backend.stop()
+    assert sum(count for _, count in seen) == 20
+    named = [rid for rid, _ in seen]
+    for rid, count in seen:
+        assert rid is not None
+        parts = rid.rsplit("-", 1)[0].split(",")
+        if count > MAX_FORWARDED_IDS:
+            assert len(parts) == MAX_FORWARDED_IDS + 1
+            assert parts[-1] == f"+{count - MAX_FORWARDED_IDS}"
+        else:
+            assert len(parts) == count
+    assert len(set(named)) == len(named)  # unique per call
+    assert upstream_request_id(["-", ""]) is None  # no incoming id: no header
 
 
 async def test_an_input_the_server_refuses_fails_only_its_own_request(
@@ -550,9 +597,9 @@ async def test_real_server_4xx_is_not_retried(
     await backend.start()
     exchange = backend._exchange
 
-    async def counted(method: str, path: str, body: bytes | None) -> Any:
+    async def counted(method: str, path: str, body: bytes | None, headers: Any) -> Any:
         attempts.append(path)
-        return await exchange(method, path, body)
+        return await exchange(method, path, body, headers)
 
     backend._exchange = counted  # type: ignore[method-assign]
     too_long = [[1] + [40] * 600]  # longer than the server's max_model_len (512)

@@ -59,7 +59,7 @@ def create_app(
     freeze_heap: bool = False,
 ) -> FastAPI:
     """``freeze_heap`` (server processes, not tests): once the model is up, move what
-    start-up allocated out of the garbage collector's reach (see :func:`freeze_heap`)."""
+    start-up allocated out of the garbage collector's reach (see :func:`freeze_startup_heap`)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -169,10 +169,11 @@ async def _warm_up(runtime: Runtime) -> None:
 
 
 def freeze_startup_heap() -> None:
-    """Collect once, then freeze what is left (``gc.freeze``), as vLLM's server does.
+    """Collect once, then freeze what is left (``gc.freeze``), as vLLM's server does
+    (``vllm.utils.gc_utils.freeze_gc_heap``).
 
-    Start-up leaves millions of long-lived objects (torch, transformers, the tokenizer,
-    pydantic schemas). Each full collection walks all of them: 200-430 ms of the event
+    Start-up leaves many long-lived objects (torch, transformers, the tokenizer, pydantic
+    schemas). Each full collection walks all of them: 200-430 ms of the event
     loop's thread, every few seconds under load, measured with bench/frontend.py's
     traffic. Frozen objects are never scanned (nor freed if they become cyclic garbage,
     which start-up objects of a server process do not)."""

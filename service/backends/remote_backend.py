@@ -26,8 +26,9 @@ import collections
 import logging
 import math
 import random
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ import orjson
 
 from rewardcal.backends.base import BackendLimits, BackendStartError, RewardBackend
 from rewardcal.errors import ErrorType, ServiceError
+from rewardcal.log_context import request_id_var
 from rewardcal.pipeline.artifacts import ModelArtifacts, load_model_artifacts
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,24 @@ class _Refused(ServiceError):
 class _Waiting:
     batch: Sequence[Sequence[int]]
     future: asyncio.Future[list[float]]
+    request_id: str = field(default_factory=request_id_var.get)
+
+
+MAX_FORWARDED_IDS = 8
+"""Request ids an upstream call names in X-Request-ID (one call may carry many requests)."""
+
+
+def upstream_request_id(ids: Sequence[str]) -> str | None:
+    """The request-id part of one upstream call's X-Request-ID: the ids of the requests it
+    carries (vLLM's server builds its own request ids from that header, so its log and ours
+    name the same requests). Each attempt appends a fresh suffix (see ``_send``): clients'
+    ids need not be unique, and a retry must not reuse an id the server may still run."""
+    named = [i for i in ids if i and i != "-"]
+    if not named:
+        return None
+    head = ",".join(named[:MAX_FORWARDED_IDS])
+    more = len(named) - MAX_FORWARDED_IDS
+    return f"{head},+{more}" if more > 0 else head
 
 
 class RemoteError(Exception):
@@ -252,7 +272,9 @@ class RemoteBackend(RewardBackend):
     async def _answer(self, group: list[_Waiting]) -> None:
         inputs = [ids for waiting in group for ids in waiting.batch]
         try:
-            scores = await self._classify(inputs)
+            scores = await self._classify(
+                inputs, upstream_request_id([waiting.request_id for waiting in group])
+            )
         except ServiceError as exc:
             if len(group) > 1 and isinstance(exc, _Refused):
                 # One request's input may be what the server refuses: ask for each request
@@ -270,7 +292,9 @@ class RemoteBackend(RewardBackend):
                 waiting.future.set_result(scores[start:end])
             start = end
 
-    async def _classify(self, batch: Sequence[Sequence[int]]) -> list[float]:
+    async def _classify(
+        self, batch: Sequence[Sequence[int]], request_id: str | None = None
+    ) -> list[float]:
         payload = {
             "model": self._model,
             "input": [ids if isinstance(ids, list) else list(ids) for ids in batch],
@@ -278,7 +302,7 @@ class RemoteBackend(RewardBackend):
             "activation": False,  # older servers (see the module docstring)
         }
         try:
-            response = await self._send("POST", "/classify", payload)
+            response = await self._send("POST", "/classify", payload, request_id)
         except RemoteError as exc:
             raise ServiceError(
                 ErrorType.BACKEND, f"remote vLLM server at {self._base_url}: {exc}"
@@ -305,19 +329,28 @@ class RemoteBackend(RewardBackend):
             raise _Refused(f"remote vLLM server at {self._base_url} returned a non-finite score")
         return scores
 
-    async def _send(self, method: str, path: str, payload: dict[str, Any] | None = None) -> _Answer:
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> _Answer:
         """One call with the retry policy; returns any answer below 500.
 
         Raises RemoteError when every attempt failed with a connection error or a 5xx.
         """
         body = None if payload is None else orjson.dumps(payload)
+        headers = dict(_JSON_HEADERS) if body is not None else {}
         attempts = self._retries + 1
         failure = ""
         for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(self.backoff_delay(attempt - 1))
+            if request_id is not None:
+                headers["x-request-id"] = f"{request_id}-{uuid.uuid4().hex[:12]}"
             try:
-                response = await self._exchange(method, path, body)
+                response = await self._exchange(method, path, body, headers)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 failure = _one_line(exc)
                 logger.warning(
@@ -344,16 +377,15 @@ class RemoteBackend(RewardBackend):
             )
         raise RemoteError(f"{method} {path} failed after {attempts} attempts: {failure}")
 
-    async def _exchange(self, method: str, path: str, body: bytes | None) -> _Answer:
+    async def _exchange(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> _Answer:
         """One HTTP exchange, its answer read whole."""
         session = self._session
         if session is None:
             raise RemoteError("backend not started")
         async with session.request(
-            method,
-            self._base_url + path,
-            data=body,
-            headers=_JSON_HEADERS if body is not None else None,
+            method, self._base_url + path, data=body, headers=headers
         ) as response:
             return _Answer(response.status, await response.read())
 

@@ -8,6 +8,7 @@ through a sigmoid unless the request sends ``use_activation: false`` (or the leg
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -26,7 +27,7 @@ from rewardcal.api.routes.common import (
 from rewardcal.errors import ErrorType, ServiceError, error_responses
 from rewardcal.mathutil import sigmoid
 from rewardcal.runtime import Runtime
-from rewardcal.scoring import ScoreInput, ScoreResult
+from rewardcal.scoring import ScoredItem, ScoreInput, ScoreResult
 from rewardcal_client.protocol.vllm_compat import (
     ClassifyDatum,
     ClassifyRequest,
@@ -99,32 +100,36 @@ def _usage(result: ScoreResult) -> VllmUsage:
     return VllmUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens)
 
 
+def _datum_fields(it: ScoredItem, apply: bool) -> dict[str, Any]:
+    """What a /classify and a /pooling datum share: the (activated) calibrated score as
+    ``probs``, and rewardcal's own raw and calibrated rewards."""
+    return {
+        "index": it.index,
+        "probs": [_activation(it.reward, apply)],
+        "raw_reward": it.raw_reward,
+        "reward": it.reward,
+        "response_located": it.response_located,
+    }
+
+
+def _envelope(prefix: str, model: str, result: ScoreResult) -> dict[str, Any]:
+    return {
+        "id": f"{prefix}-{new_request_id()}",
+        "created": int(time.time()),
+        "model": model,
+        "usage": _usage(result),
+        "calibration": calibration_info(result),
+    }
+
+
 async def classify_answer(
     body: ClassifyRequest, runtime: Runtime, header_group: str | None
 ) -> Response:
     """``/classify``: ``data[i].probs`` is ``[calibrated score]`` (see :func:`classify`)."""
     model, result = await _score(body, runtime, header_group)
     apply = body.apply_activation
-    return json_response(
-        ClassifyResponse(
-            id=f"classify-{new_request_id()}",
-            created=int(time.time()),
-            model=model,
-            data=[
-                ClassifyDatum(
-                    index=it.index,
-                    label="LABEL_0",
-                    probs=[_activation(it.reward, apply)],
-                    raw_reward=it.raw_reward,
-                    reward=it.reward,
-                    response_located=it.response_located,
-                )
-                for it in result.items
-            ],
-            usage=_usage(result),
-            calibration=calibration_info(result),
-        )
-    )
+    data = [ClassifyDatum(label="LABEL_0", **_datum_fields(it, apply)) for it in result.items]
+    return json_response(ClassifyResponse(data=data, **_envelope("classify", model, result)))
 
 
 async def pooling_answer(
@@ -133,26 +138,11 @@ async def pooling_answer(
     """``/pooling``: ``data[i].data`` and ``data[i].probs`` are ``[calibrated score]``."""
     model, result = await _score(body, runtime, header_group)
     apply = body.apply_activation
-    return json_response(
-        PoolingResponse(
-            id=f"pool-{new_request_id()}",
-            created=int(time.time()),
-            model=model,
-            data=[
-                PoolingDatum(
-                    index=it.index,
-                    data=[_activation(it.reward, apply)],
-                    probs=[_activation(it.reward, apply)],
-                    raw_reward=it.raw_reward,
-                    reward=it.reward,
-                    response_located=it.response_located,
-                )
-                for it in result.items
-            ],
-            usage=_usage(result),
-            calibration=calibration_info(result),
-        )
-    )
+    data = []
+    for it in result.items:
+        fields = _datum_fields(it, apply)
+        data.append(PoolingDatum(data=fields["probs"], **fields))
+    return json_response(PoolingResponse(data=data, **_envelope("pool", model, result)))
 
 
 # The routes below declare the protocol (OpenAPI, docs); POSTs to their exact paths are
