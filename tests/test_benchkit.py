@@ -133,3 +133,26 @@ def test_distinct_items_never_repeat_a_pair_even_beyond_the_file() -> None:
     longest = distinct_items(10, longest_first=True)
     sizes = [len(i["prompt"]) + len(i["response"]) for i in longest]
     assert sizes == sorted(sizes, reverse=True)
+
+
+def test_a_light_twin_tokenizes_as_its_model_with_one_small_layer(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """bench/frontend.py serves the twin so that front ends do the original's work
+    (tokenizer, chat template, context) while the engine answers at once."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from benchkit.tiny_models import build_light_twin
+
+    original = tiny_models["bert"]
+    twin = build_light_twin(original, tmp_path / "twin")
+    text = "What is 2+2? It is 4, as anyone can count."
+    assert AutoTokenizer.from_pretrained(twin)(text) == AutoTokenizer.from_pretrained(original)(
+        text
+    )
+    config, base = AutoConfig.from_pretrained(twin), AutoConfig.from_pretrained(original)
+    assert config.num_hidden_layers == 1 and config.hidden_size == 64
+    assert config.max_position_embeddings == base.max_position_embeddings
+    assert AutoModelForSequenceClassification.from_pretrained(twin).num_labels == 1
+    with pytest.raises(ValueError, match="BERT models only"):
+        build_light_twin(tiny_models["llama"], tmp_path / "llama-twin")
