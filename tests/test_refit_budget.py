@@ -88,13 +88,13 @@ def test_fits_run_with_one_blas_thread_and_restore_it(monkeypatch: pytest.Monkey
         return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
 
     seen: list[set[int]] = []
-    fit = curve._fit_window
+    estimator = curve._estimator  # called inside the fit, once per feature step
 
-    def spy(*args: object, **kwargs: object) -> curve.WindowFit:
+    def spy(*args: object, **kwargs: object) -> object:
         seen.append(blas_threads())
-        return fit(*args, **kwargs)  # type: ignore[arg-type]
+        return estimator(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(curve, "_fit_window", spy)
+    monkeypatch.setattr(curve, "_estimator", spy)
     with threadpool_limits(limits=2, user_api="blas"):
         assert blas_threads() == {2}
         rng = np.random.default_rng(0)

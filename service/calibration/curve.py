@@ -219,21 +219,8 @@ def _estimator(
     raise ValueError(f"method {config.method!r} fits no curve")
 
 
+@one_blas_thread()  # see rewardcal.calibration.blas
 def fit_window(
-    config: StreamConfig,
-    features: Array,
-    raw: Array,
-    version: int = 0,
-    *,
-    pairs: int | None = None,
-    mean_radius: Mapping[str, float] | None = None,
-) -> WindowFit:
-    """:func:`_fit_window` with one BLAS thread (see rewardcal.calibration.blas)."""
-    with one_blas_thread():
-        return _fit_window(config, features, raw, version, pairs=pairs, mean_radius=mean_radius)
-
-
-def _fit_window(
     config: StreamConfig,
     features: Array,
     raw: Array,
